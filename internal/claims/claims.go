@@ -1,0 +1,297 @@
+// Package claims holds a verified CI token's claims, converted once at the
+// edge into typed scalar values, so that nothing downstream handles
+// map[string]any and every rule sees the same normalised form.
+package claims
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Kind is the JSON type a claim arrived as.
+type Kind uint8
+
+const (
+	String Kind = iota + 1
+	Bool
+	Number
+)
+
+func (k Kind) String() string {
+	switch k {
+	case String:
+		return "string"
+	case Bool:
+		return "boolean"
+	case Number:
+		return "number"
+	}
+	return "unknown"
+}
+
+// Value is one scalar claim. Text is its canonical text form: strings as
+// sent, booleans as "true"/"false", numbers as their JSON literal. GitHub
+// sends every custom claim as a string while GitLab sends some ids as
+// numbers, so matching compares Text and a rule written either way works
+// for both platforms.
+type Value struct {
+	Text string
+	Kind Kind
+}
+
+// identityClaims must arrive as JSON strings. A token whose repository or
+// ref is a number or a list is malformed (or forged to confuse a matcher),
+// so it is refused rather than coerced.
+var identityClaims = map[string]bool{
+	"sub": true, "iss": true, "jti": true,
+	"repository": true, "repository_owner": true, "ref": true, "ref_type": true,
+	"environment": true, "event_name": true, "actor": true, "workflow": true,
+	"workflow_ref": true, "job_workflow_ref": true, "base_ref": true,
+	"head_ref": true, "sha": true, "repository_visibility": true,
+	"runner_environment": true, "enterprise": true,
+	"project_path": true, "namespace_path": true, "pipeline_source": true,
+	"user_login": true, "user_email": true, "ref_path": true,
+	"job_project_path": true, "job_namespace_path": true, "deployment_tier": true,
+	"environment_action": true, "ci_config_ref_uri": true,
+}
+
+// idClaims are numeric identifiers that GitHub sends as strings and GitLab
+// sends as numbers or strings depending on its version: both are accepted,
+// as an integer only.
+var idClaims = map[string]bool{
+	"repository_id": true, "repository_owner_id": true, "actor_id": true,
+	"run_id": true, "run_number": true, "run_attempt": true,
+	"project_id": true, "namespace_id": true, "pipeline_id": true,
+	"job_id": true, "user_id": true, "runner_id": true,
+	"job_project_id": true, "job_namespace_id": true, "enterprise_id": true,
+}
+
+// Set is the verified claims of one token.
+type Set struct {
+	Issuer    string
+	Subject   string
+	Audience  []string
+	ID        string // jti
+	IssuedAt  time.Time
+	NotBefore time.Time
+	Expiry    time.Time
+
+	values map[string]Value
+}
+
+// TypeError reports a claim of the wrong JSON type.
+type TypeError struct {
+	Claim string
+	Want  string
+	Got   string
+}
+
+func (e *TypeError) Error() string {
+	return fmt.Sprintf("claim %q must be %s, got %s", e.Claim, e.Want, e.Got)
+}
+
+// Parse converts a JWT payload into a Set. It checks types only; the
+// signature, issuer, audience and times are the verifier's job.
+func Parse(payload []byte) (*Set, error) {
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	var raw map[string]any
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("decode claims: %w", err)
+	}
+	if raw == nil {
+		return nil, fmt.Errorf("decode claims: payload is not a JSON object")
+	}
+	return FromMap(raw)
+}
+
+// FromMap builds a Set from decoded JSON (numbers as json.Number or float64).
+func FromMap(raw map[string]any) (*Set, error) {
+	s := &Set{values: make(map[string]Value, len(raw))}
+	for name, v := range raw {
+		switch name {
+		case "aud":
+			aud, err := audience(v)
+			if err != nil {
+				return nil, err
+			}
+			s.Audience = aud
+			continue
+		case "exp", "nbf", "iat":
+			t, err := numericDate(name, v)
+			if err != nil {
+				return nil, err
+			}
+			switch name {
+			case "exp":
+				s.Expiry = t
+			case "nbf":
+				s.NotBefore = t
+			case "iat":
+				s.IssuedAt = t
+			}
+			continue
+		}
+		val, ok, err := scalar(name, v)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			s.values[name] = val
+		}
+	}
+	s.Issuer = s.values["iss"].Text
+	s.Subject = s.values["sub"].Text
+	s.ID = s.values["jti"].Text
+	return s, nil
+}
+
+func scalar(name string, v any) (Value, bool, error) {
+	var val Value
+	switch x := v.(type) {
+	case string:
+		val = Value{Text: x, Kind: String}
+	case bool:
+		val = Value{Text: fmt.Sprint(x), Kind: Bool}
+	case json.Number:
+		val = Value{Text: x.String(), Kind: Number}
+	case float64:
+		val = Value{Text: json.Number(fmt.Sprint(x)).String(), Kind: Number}
+	case nil:
+		// JSON null carries no value: treat the claim as absent.
+		return Value{}, false, nil
+	default:
+		if identityClaims[name] || idClaims[name] {
+			return Value{}, false, &TypeError{Claim: name, Want: "a string", Got: jsonType(v)}
+		}
+		// Lists and objects are not matchable; a rule on them never matches.
+		return Value{}, false, nil
+	}
+	if identityClaims[name] && val.Kind != String {
+		return Value{}, false, &TypeError{Claim: name, Want: "a string", Got: val.Kind.String()}
+	}
+	if idClaims[name] && !isInteger(val.Text) {
+		return Value{}, false, &TypeError{Claim: name, Want: "an integer id", Got: fmt.Sprintf("%s %q", val.Kind, val.Text)}
+	}
+	return val, true, nil
+}
+
+func isInteger(s string) bool {
+	if s == "" || len(s) > 20 {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func audience(v any) ([]string, error) {
+	switch x := v.(type) {
+	case string:
+		return []string{x}, nil
+	case []any:
+		out := make([]string, 0, len(x))
+		for _, e := range x {
+			s, ok := e.(string)
+			if !ok {
+				return nil, &TypeError{Claim: "aud", Want: "a string or list of strings", Got: "a list holding " + jsonType(e)}
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	}
+	return nil, &TypeError{Claim: "aud", Want: "a string or list of strings", Got: jsonType(v)}
+}
+
+func numericDate(name string, v any) (time.Time, error) {
+	var f float64
+	switch x := v.(type) {
+	case json.Number:
+		n, err := x.Float64()
+		if err != nil {
+			return time.Time{}, &TypeError{Claim: name, Want: "a number", Got: "number " + x.String()}
+		}
+		f = n
+	case float64:
+		f = x
+	default:
+		return time.Time{}, &TypeError{Claim: name, Want: "a number", Got: jsonType(v)}
+	}
+	if f < 0 || f > 1e11 {
+		return time.Time{}, &TypeError{Claim: name, Want: "a date in seconds since 1970", Got: fmt.Sprint(f)}
+	}
+	sec := int64(f)
+	return time.Unix(sec, int64((f-float64(sec))*1e9)).UTC(), nil
+}
+
+func jsonType(v any) string {
+	switch v.(type) {
+	case string:
+		return "string"
+	case bool:
+		return "boolean"
+	case json.Number, float64:
+		return "number"
+	case []any:
+		return "list"
+	case map[string]any:
+		return "object"
+	case nil:
+		return "null"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// Get returns the claim of that name, if the token carried it as a scalar.
+func (s *Set) Get(name string) (Value, bool) {
+	if s == nil {
+		return Value{}, false
+	}
+	v, ok := s.values[name]
+	return v, ok
+}
+
+// Text returns the claim's text, or "" when absent.
+func (s *Set) Text(name string) string {
+	v, _ := s.Get(name)
+	return v.Text
+}
+
+// Names lists the scalar claims present, sorted.
+func (s *Set) Names() []string {
+	names := make([]string, 0, len(s.values))
+	for n := range s.values {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// HasAudience reports whether aud holds any of want.
+func (s *Set) HasAudience(want []string) bool {
+	for _, a := range s.Audience {
+		for _, w := range want {
+			if a == w {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Describe renders a value for an error message: quoted and cut short, so a
+// hostile claim cannot flood a log line.
+func Describe(v string) string {
+	const max = 80
+	if len(v) > max {
+		v = v[:max] + "…"
+	}
+	return fmt.Sprintf("%q", strings.ToValidUTF8(v, "?"))
+}
