@@ -1,0 +1,310 @@
+package trust
+
+import (
+	"fmt"
+	"regexp"
+	"regexp/syntax"
+	"strconv"
+	"strings"
+
+	"github.com/ferry-broker/ferry/internal/claims"
+)
+
+type altKind uint8
+
+const (
+	altExact altKind = iota + 1
+	altGlob
+	altRegex
+)
+
+// alt is one accepted value of a match key, compiled once at load.
+type alt struct {
+	kind altKind
+	text string         // the exact text, or the pattern as written
+	re   *regexp.Regexp // globs and regexes, anchored
+}
+
+func (a alt) matches(s string) bool {
+	if a.kind == altExact {
+		return s == a.text
+	}
+	return a.re.MatchString(s)
+}
+
+func (a alt) String() string {
+	switch a.kind {
+	case altGlob:
+		return "glob " + quotePattern(a.text)
+	case altRegex:
+		return "regex " + quotePattern(a.text)
+	}
+	return quotePattern(a.text)
+}
+
+// quotePattern quotes a value from a policy as its author wrote it, so a
+// regex reads with single backslashes; only text that would be ambiguous
+// between the quotes is Go-quoted.
+func quotePattern(s string) string {
+	for _, r := range s {
+		if r == '"' || !strconv.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return `"` + s + `"`
+}
+
+// condition is one key of a match or deny block: the claim must match any
+// of alts.
+type condition struct {
+	claim string
+	rule  string // "match.ref", "deny[0].actor"
+	alts  []alt
+}
+
+// eval reports whether the token's claim satisfies the condition, with the
+// claim's value and whether it was present at all.
+func (c *condition) eval(cs *claims.Set) (ok bool, v claims.Value, present bool) {
+	v, present = cs.Get(c.claim)
+	if !present {
+		return false, v, false
+	}
+	return c.matches(v.Text), v, true
+}
+
+func (c *condition) matches(s string) bool {
+	for _, a := range c.alts {
+		if a.matches(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// want renders what the condition accepts: `"main"`, `glob "acme/*"`,
+// `one of "push", "workflow_dispatch"`.
+func (c *condition) want() string {
+	if len(c.alts) == 1 {
+		return c.alts[0].String()
+	}
+	parts := make([]string, len(c.alts))
+	for i, a := range c.alts {
+		parts[i] = a.String()
+	}
+	return "one of " + strings.Join(parts, ", ")
+}
+
+// String renders the condition for a reader: `ref = "refs/heads/main"`.
+func (c *condition) String() string {
+	if len(c.alts) == 1 {
+		switch c.alts[0].kind {
+		case altExact:
+			return c.claim + " = " + c.alts[0].String()
+		default:
+			return c.claim + " matches " + c.alts[0].String()
+		}
+	}
+	return c.claim + " is " + c.want()
+}
+
+// exact reports whether every alternative is exact text.
+func (c *condition) exact() bool {
+	for _, a := range c.alts {
+		if a.kind != altExact {
+			return false
+		}
+	}
+	return true
+}
+
+// failure explains, for a pipeline owner, why the condition failed.
+func (c *condition) failure(policy string, v claims.Value, present bool) string {
+	if !present {
+		return fmt.Sprintf("claim %q is missing (policy %q requires %s)", c.claim, policy, c.want())
+	}
+	return fmt.Sprintf("claim %q = %s does not match policy %q (want %s)", c.claim, claims.Describe(v.Text), policy, c.want())
+}
+
+// denyBlock refuses a token that satisfies every one of its conditions.
+type denyBlock struct {
+	index int
+	rule  string // "deny[0].event_name" or "deny[1]"
+	conds []*condition
+}
+
+// matches reports whether the block refuses the token.
+func (d *denyBlock) matches(cs *claims.Set) bool {
+	for _, c := range d.conds {
+		if ok, _, _ := c.eval(cs); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// reason names the claims that made the block match.
+func (d *denyBlock) reason(policy string, cs *claims.Set) string {
+	parts := make([]string, len(d.conds))
+	for i, c := range d.conds {
+		parts[i] = c.claim + " = " + claims.Describe(cs.Text(c.claim))
+	}
+	return fmt.Sprintf("deny rule %d of policy %q matched: %s", d.index, policy, strings.Join(parts, ", "))
+}
+
+func (d *denyBlock) String() string {
+	parts := make([]string, len(d.conds))
+	for i, c := range d.conds {
+		parts[i] = c.String()
+	}
+	return strings.Join(parts, " and ")
+}
+
+// compileGlob turns a glob into an anchored regexp: * stays within one
+// /-separated segment, ** crosses segments, ? is one non-/ character, and
+// everything else is literal.
+func compileGlob(p string) *regexp.Regexp {
+	var b strings.Builder
+	b.WriteString(`^`)
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
+		case '*':
+			if i+1 < len(p) && p[i+1] == '*' {
+				b.WriteString(`.*`)
+				i++
+			} else {
+				b.WriteString(`[^/]*`)
+			}
+		case '?':
+			b.WriteString(`[^/]`)
+		default:
+			j := i
+			for j < len(p) && p[j] != '*' && p[j] != '?' {
+				j++
+			}
+			b.WriteString(regexp.QuoteMeta(p[i:j]))
+			i = j - 1
+		}
+	}
+	b.WriteString(`$`)
+	// The pattern is built from quoted literals and fixed fragments, so it
+	// always compiles.
+	return regexp.MustCompile(b.String())
+}
+
+// compileRegex anchors an RE2 expression at both ends.
+func compileRegex(expr string) (*regexp.Regexp, error) {
+	re, err := regexp.Compile(`^(?:` + expr + `)$`)
+	if err != nil {
+		return nil, err
+	}
+	return re, nil
+}
+
+// identityKeys are the claims that say which repository or project a
+// token came from. A policy must pin at least one of them.
+var identityKeys = map[string]bool{
+	"repository": true, "repository_id": true, "repository_owner": true, "repository_owner_id": true,
+	"project_path": true, "project_id": true, "namespace_path": true, "namespace_id": true,
+	"sub": true,
+}
+
+// pathIdentityKeys hold OWNER/NAME paths, where a pattern whose literal
+// prefix names the owner still pins it.
+var pathIdentityKeys = map[string]bool{
+	"repository": true, "project_path": true, "namespace_path": true, "sub": true,
+}
+
+const identityKeyList = "repository, repository_id, repository_owner, repository_owner_id, project_path, project_id, namespace_path, namespace_id or sub"
+
+// pins reports whether the condition binds the token to a known
+// repository or project owner (see the package documentation).
+func (c *condition) pins() bool {
+	if !identityKeys[c.claim] {
+		return false
+	}
+	for _, a := range c.alts {
+		if !c.altPins(a) {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *condition) altPins(a alt) bool {
+	var prefix string
+	switch a.kind {
+	case altExact:
+		return a.text != ""
+	case altGlob:
+		prefix = a.text[:strings.IndexAny(a.text, "*?")]
+	case altRegex:
+		if !pathIdentityKeys[c.claim] {
+			return false
+		}
+		return regexPins(a.text)
+	}
+	return pathIdentityKeys[c.claim] && ownerBounded(prefix)
+}
+
+// ownerBounded reports whether a literal prefix holds a whole, non-empty
+// first path segment.
+func ownerBounded(prefix string) bool {
+	return strings.IndexByte(prefix, '/') > 0
+}
+
+// regexPins reports whether every branch of a regex starts with a literal
+// owner segment. It is conservative: anything it cannot see through pins
+// nothing.
+func regexPins(expr string) bool {
+	re, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		return false
+	}
+	return branchesPin(re.Simplify())
+}
+
+func branchesPin(re *syntax.Regexp) bool {
+	switch re.Op {
+	case syntax.OpAlternate:
+		for _, sub := range re.Sub {
+			if !branchesPin(sub) {
+				return false
+			}
+		}
+		return len(re.Sub) > 0
+	case syntax.OpCapture:
+		return branchesPin(re.Sub[0])
+	}
+	prefix, complete := literalPrefix(re)
+	if complete {
+		return prefix != ""
+	}
+	return ownerBounded(prefix)
+}
+
+// literalPrefix returns the literal text every match of re starts with,
+// and whether that text is all re matches.
+func literalPrefix(re *syntax.Regexp) (string, bool) {
+	switch re.Op {
+	case syntax.OpLiteral:
+		if re.Flags&syntax.FoldCase != 0 {
+			return "", false
+		}
+		return string(re.Rune), true
+	case syntax.OpEmptyMatch, syntax.OpBeginText, syntax.OpEndText, syntax.OpBeginLine, syntax.OpEndLine:
+		return "", true
+	case syntax.OpCapture:
+		return literalPrefix(re.Sub[0])
+	case syntax.OpConcat:
+		var b strings.Builder
+		for _, sub := range re.Sub {
+			p, complete := literalPrefix(sub)
+			b.WriteString(p)
+			if !complete {
+				return b.String(), false
+			}
+		}
+		return b.String(), true
+	}
+	return "", false
+}

@@ -1,0 +1,198 @@
+package trust
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/ferry-broker/ferry/internal/claims"
+)
+
+// Set is a compiled, validated collection of policies. It is immutable
+// once built and safe for concurrent use; a reload builds a new Set.
+type Set struct {
+	byName map[string]*Policy
+	sorted []*Policy
+}
+
+func newSet(byName map[string]*Policy) *Set {
+	s := &Set{byName: byName, sorted: make([]*Policy, 0, len(byName))}
+	for _, p := range byName {
+		s.sorted = append(s.sorted, p)
+	}
+	sort.Slice(s.sorted, func(i, j int) bool { return s.sorted[i].Name < s.sorted[j].Name })
+	return s
+}
+
+// Len is the number of policies.
+func (s *Set) Len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.sorted)
+}
+
+// Policies returns the policies sorted by name. The slice is the caller's.
+func (s *Set) Policies() []*Policy {
+	if s == nil {
+		return nil
+	}
+	return append([]*Policy(nil), s.sorted...)
+}
+
+// Lookup finds a policy by name.
+func (s *Set) Lookup(name string) (*Policy, bool) {
+	if s == nil {
+		return nil, false
+	}
+	p, ok := s.byName[name]
+	return p, ok
+}
+
+// Decision is the outcome of one authorization.
+type Decision struct {
+	Allowed bool
+	Policy  *Policy // nil when the policy is unknown
+	// Rule names the deciding rule: "match" when allowed, otherwise
+	// "unknown_policy", "issuer", "deny[N].KEY", "deny[N]" or "match.KEY".
+	Rule string
+	// Reason tells a pipeline owner what decided, naming the claim and the
+	// value wanted. Claim values are quoted and cut short.
+	Reason string
+}
+
+// Rules that are not a policy key.
+const (
+	RuleAllowed       = "match"
+	RuleUnknownPolicy = "unknown_policy"
+	RuleIssuer        = "issuer"
+	RuleGrant         = "grant" // a template could not be filled in (Render failed)
+)
+
+// Authorize decides one request: the policy named policy must exist,
+// accept tokens of the configured issuer named issuer, match no deny
+// block, and satisfy every match key. Anything else is refused. The cost
+// does not grow with the number of policies: one map lookup by name, then
+// the policy's own precompiled conditions.
+func (s *Set) Authorize(issuer, policy string, c *claims.Set) Decision {
+	p, ok := s.Lookup(policy)
+	if !ok {
+		return Decision{Rule: RuleUnknownPolicy, Reason: fmt.Sprintf("unknown policy %s", claims.Describe(policy))}
+	}
+	return p.authorize(issuer, c)
+}
+
+func (p *Policy) authorize(issuer string, c *claims.Set) Decision {
+	if issuer != p.Issuer {
+		return Decision{Policy: p, Rule: RuleIssuer,
+			Reason: fmt.Sprintf("policy %q does not accept tokens from issuer %s", p.Name, claims.Describe(issuer))}
+	}
+	for i := range p.deny {
+		d := &p.deny[i]
+		if d.matches(c) {
+			return Decision{Policy: p, Rule: d.rule, Reason: d.reason(p.Name, c)}
+		}
+	}
+	for _, cond := range p.match {
+		if ok, v, present := cond.eval(c); !ok {
+			return Decision{Policy: p, Rule: cond.rule, Reason: cond.failure(p.Name, v, present)}
+		}
+	}
+	return Decision{Allowed: true, Policy: p, Rule: RuleAllowed, Reason: p.allowReason}
+}
+
+// Check is one condition of a policy evaluated against a token, for
+// `ferry policy explain`.
+type Check struct {
+	Rule   string // "issuer", "match.ref", "deny[0].actor", "grant"
+	Claim  string // the claim examined; "" for issuer and grant
+	Passed bool   // for a deny rule: the token did not match it
+	Detail string
+}
+
+// Explain evaluates every condition of the policy, not only up to the first
+// failure, so a pipeline owner sees all that needs fixing at once. The
+// request is allowed exactly when every check passed.
+func (p *Policy) Explain(issuer string, c *claims.Set) []Check {
+	checks := make([]Check, 0, 2+len(p.match)+len(p.deny))
+	ic := Check{Rule: RuleIssuer, Passed: issuer == p.Issuer}
+	if ic.Passed {
+		ic.Detail = fmt.Sprintf("issuer %q is accepted", issuer)
+	} else {
+		ic.Detail = fmt.Sprintf("policy %q does not accept tokens from issuer %s (it accepts %q)", p.Name, claims.Describe(issuer), p.Issuer)
+	}
+	checks = append(checks, ic)
+
+	for _, cond := range p.match {
+		ok, v, present := cond.eval(c)
+		ch := Check{Rule: cond.rule, Claim: cond.claim, Passed: ok}
+		if ok {
+			ch.Detail = fmt.Sprintf("%s = %s matches %s", cond.claim, claims.Describe(v.Text), cond.want())
+		} else {
+			ch.Detail = cond.failure(p.Name, v, present)
+		}
+		checks = append(checks, ch)
+	}
+
+	for i := range p.deny {
+		d := &p.deny[i]
+		matched := d.matches(c)
+		ch := Check{Rule: d.rule, Claim: denyClaims(d), Passed: !matched}
+		if matched {
+			ch.Detail = d.reason(p.Name, c)
+		} else {
+			ch.Detail = fmt.Sprintf("deny rule %d (%s) does not match: %s", d.index, d.String(), denyMiss(d, c))
+		}
+		checks = append(checks, ch)
+	}
+
+	g, err := p.Render(c)
+	gc := Check{Rule: RuleGrant, Passed: err == nil}
+	if err != nil {
+		gc.Detail = err.Error()
+	} else {
+		gc.Detail = describeGrant(g)
+	}
+	return append(checks, gc)
+}
+
+func denyClaims(d *denyBlock) string {
+	names := make([]string, len(d.conds))
+	for i, c := range d.conds {
+		names[i] = c.claim
+	}
+	return strings.Join(names, ",")
+}
+
+// denyMiss names the first condition of a deny block the token escapes.
+func denyMiss(d *denyBlock, c *claims.Set) string {
+	for _, cond := range d.conds {
+		ok, v, present := cond.eval(c)
+		if ok {
+			continue
+		}
+		if !present {
+			return fmt.Sprintf("claim %q is missing", cond.claim)
+		}
+		return fmt.Sprintf("%s = %s", cond.claim, claims.Describe(v.Text))
+	}
+	return ""
+}
+
+// describeGrant says what the grant would mint.
+func describeGrant(g Grant) string {
+	d := FormatDuration(g.MaxDuration())
+	switch {
+	case g.AWS != nil:
+		s := fmt.Sprintf("would assume AWS role %s for up to %s", g.AWS.RoleARN, d)
+		if g.AWS.SessionPolicy != "" {
+			s += " with session policy " + g.AWS.SessionPolicy
+		}
+		return s
+	case g.GCP != nil:
+		return fmt.Sprintf("would mint a GCP access token for %s for up to %s", g.GCP.ServiceAccount, d)
+	case g.Token != nil:
+		return fmt.Sprintf("would sign a token for audience %s for up to %s", g.Token.Audience, d)
+	}
+	return "no grant"
+}
