@@ -1,0 +1,395 @@
+// Package identity verifies the OIDC ID tokens CI platforms give their jobs
+// (GitHub Actions, GitLab CI) against a set of trusted issuers and turns a
+// good token into a typed claim set. It enforces Ferry's security floor:
+// asymmetric signatures only, the exact configured issuer and its own keys,
+// a configured audience, exp/nbf/iat within at most 60 s of skew, and a jti
+// so the broker can make the token single-use.
+package identity
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/ferry-broker/ferry/internal/claims"
+)
+
+// IssuerConfig is one trusted token issuer.
+type IssuerConfig struct {
+	Name      string   // config name, e.g. "github"; policies refer to it
+	IssuerURL string   // the exact iss tokens carry
+	Audiences []string // a token's aud must contain one of these
+	JWKSURL   string   // optional: fetch keys here instead of through discovery
+}
+
+// Options tunes a Pool. The zero value is the production default.
+type Options struct {
+	// Leeway is the clock skew allowed when checking exp, nbf and iat:
+	// 60s when zero; more than 60s is refused.
+	Leeway time.Duration
+	// HTTPClient fetches discovery and keys; a client with a 10s timeout
+	// when nil.
+	HTTPClient *http.Client
+	// Now is the clock, for tests; time.Now when nil.
+	Now func() time.Time
+	// MaxTokenBytes refuses longer tokens before parsing them; 16 KiB when
+	// zero.
+	MaxTokenBytes int
+	// MinRefresh is the least time between two key fetches of one issuer,
+	// so that tokens with made-up kids cannot make the broker hammer it;
+	// 30s when zero.
+	MinRefresh time.Duration
+	// Logger receives key refresh failures; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// The defaults and bounds of Options.
+const (
+	DefaultLeeway        = 60 * time.Second
+	MaxLeeway            = 60 * time.Second
+	DefaultMaxTokenBytes = 16 << 10
+	DefaultMinRefresh    = 30 * time.Second
+	defaultHTTPTimeout   = 10 * time.Second
+)
+
+// asymmetricAlgs are the only signature algorithms accepted. Symmetric
+// ones (HS*) would let anyone holding an issuer's public key forge tokens,
+// and "none" is no signature at all.
+var asymmetricAlgs = []jose.SignatureAlgorithm{
+	jose.RS256, jose.RS384, jose.RS512,
+	jose.PS256, jose.PS384, jose.PS512,
+	jose.ES256, jose.ES384, jose.ES512,
+	jose.EdDSA,
+}
+
+// Identity is a verified CI token.
+type Identity struct {
+	Issuer string      // the issuer's config name
+	Claims *claims.Set // verified, typed claims
+}
+
+// Pool verifies tokens from several issuers. It is safe for concurrent use.
+type Pool struct {
+	issuers  []*issuer
+	byURL    map[string]*issuer
+	leeway   time.Duration
+	maxBytes int
+	now      func() time.Time
+}
+
+type issuer struct {
+	cfg      IssuerConfig
+	keys     *keySet
+	verifier *oidc.IDTokenVerifier
+}
+
+// NewPool checks the issuer configs and options. It does not contact any
+// issuer: the broker must start even while an issuer is down, and keys are
+// fetched on first use (or by Warm).
+func NewPool(cfgs []IssuerConfig, opts Options) (*Pool, error) {
+	if err := opts.fill(); err != nil {
+		return nil, err
+	}
+	if len(cfgs) == 0 {
+		return nil, errors.New("identity: no issuers configured")
+	}
+	algs := make([]string, len(asymmetricAlgs))
+	for i, a := range asymmetricAlgs {
+		algs[i] = string(a)
+	}
+	p := &Pool{
+		byURL:    make(map[string]*issuer, len(cfgs)),
+		leeway:   opts.Leeway,
+		maxBytes: opts.MaxTokenBytes,
+		now:      opts.Now,
+	}
+	names := make(map[string]bool, len(cfgs))
+	var errs []error
+	for i, cfg := range cfgs {
+		if err := cfg.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("issuer %d (%q): %w", i, cfg.Name, err))
+			continue
+		}
+		if names[cfg.Name] {
+			errs = append(errs, fmt.Errorf("issuer %d: name %q is used twice", i, cfg.Name))
+			continue
+		}
+		if p.byURL[cfg.IssuerURL] != nil {
+			errs = append(errs, fmt.Errorf("issuer %d (%q): issuer URL %q is configured twice", i, cfg.Name, cfg.IssuerURL))
+			continue
+		}
+		names[cfg.Name] = true
+		cfg.Audiences = append([]string(nil), cfg.Audiences...)
+		keys := &keySet{
+			issuer:     cfg.Name,
+			issuerURL:  cfg.IssuerURL,
+			jwksURL:    cfg.JWKSURL,
+			client:     opts.HTTPClient,
+			minRefresh: opts.MinRefresh,
+			now:        opts.Now,
+			log:        opts.Logger,
+		}
+		is := &issuer{
+			cfg:  cfg,
+			keys: keys,
+			// Expiry and audience are checked by Pool.Verify: go-oidc's
+			// expiry check has no leeway, its nbf check allows five
+			// minutes, and its audience check takes one value.
+			verifier: oidc.NewVerifier(cfg.IssuerURL, keys, &oidc.Config{
+				SupportedSigningAlgs: algs,
+				SkipClientIDCheck:    true,
+				SkipExpiryCheck:      true,
+				Now:                  opts.Now,
+			}),
+		}
+		p.issuers = append(p.issuers, is)
+		p.byURL[cfg.IssuerURL] = is
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	return p, nil
+}
+
+func (o *Options) fill() error {
+	switch {
+	case o.Leeway < 0:
+		return fmt.Errorf("identity: leeway %s is negative", o.Leeway)
+	case o.Leeway > MaxLeeway:
+		return fmt.Errorf("identity: leeway %s is more than the %s allowed", o.Leeway, MaxLeeway)
+	case o.Leeway == 0:
+		o.Leeway = DefaultLeeway
+	}
+	switch {
+	case o.MaxTokenBytes < 0:
+		return fmt.Errorf("identity: max token bytes %d is negative", o.MaxTokenBytes)
+	case o.MaxTokenBytes == 0:
+		o.MaxTokenBytes = DefaultMaxTokenBytes
+	}
+	switch {
+	case o.MinRefresh < 0:
+		return fmt.Errorf("identity: min refresh %s is negative", o.MinRefresh)
+	case o.MinRefresh == 0:
+		o.MinRefresh = DefaultMinRefresh
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{Timeout: defaultHTTPTimeout}
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return nil
+}
+
+func (c IssuerConfig) validate() error {
+	if c.Name == "" {
+		return errors.New("name is empty")
+	}
+	if err := checkURL(c.IssuerURL); err != nil {
+		return fmt.Errorf("issuer URL: %w", err)
+	}
+	if c.JWKSURL != "" {
+		if err := checkURL(c.JWKSURL); err != nil {
+			return fmt.Errorf("JWKS URL: %w", err)
+		}
+	}
+	if len(c.Audiences) == 0 {
+		return errors.New("no audiences: every token for this broker must name it in aud")
+	}
+	for _, a := range c.Audiences {
+		if a == "" {
+			return errors.New("an audience is empty")
+		}
+	}
+	return nil
+}
+
+// checkURL accepts https URLs, and plain http only on loopback, where the
+// demo and tests run their issuers: keys fetched over plain http from
+// anywhere else could be swapped on the way.
+func checkURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%s is not an absolute URL without query or fragment", claims.Describe(raw))
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		host := u.Hostname()
+		if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+			return nil
+		}
+		return fmt.Errorf("%s must use https (plain http is allowed on loopback only)", claims.Describe(raw))
+	}
+	return fmt.Errorf("%s must use https", claims.Describe(raw))
+}
+
+// Verify checks a raw token and returns who it identifies. A refusal is a
+// *TokenError; an issuer whose keys cannot be had is an *UnavailableError.
+func (p *Pool) Verify(ctx context.Context, raw string) (*Identity, error) {
+	if len(raw) > p.maxBytes {
+		return nil, tokenErrorf("token is %d bytes, more than the %d allowed", len(raw), p.maxBytes)
+	}
+	// Only compact JWS is a JWT, and the algorithm allow-list applies
+	// before anything else is read from the token.
+	jws, err := jose.ParseSignedCompact(raw, asymmetricAlgs)
+	if err != nil {
+		var algErr *jose.ErrUnexpectedSignatureAlgorithm
+		if errors.As(err, &algErr) {
+			return nil, tokenErrorf("token algorithm %s is not allowed: only asymmetric signatures (RS*, PS*, ES*, EdDSA) are accepted", claims.Describe(string(algErr.Got)))
+		}
+		return nil, &TokenError{Reason: "token is not a well-formed signed JWT", Err: err}
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, tokenErrorf("token has %d signatures, want exactly one", len(jws.Signatures))
+	}
+	hdr := jws.Signatures[0].Header
+
+	iss, err := unverifiedIssuer(jws.UnsafePayloadWithoutVerification())
+	if err != nil {
+		return nil, err
+	}
+	is := p.byURL[iss]
+	if is == nil {
+		return nil, tokenErrorf("token issuer %s is not a configured issuer", claims.Describe(iss))
+	}
+
+	keys, err := is.keys.lookup(ctx, hdr.KeyID, hdr.Algorithm)
+	if err != nil {
+		return nil, err
+	}
+	res := &resolved{jws: jws, keys: keys}
+	if _, err := is.verifier.Verify(context.WithValue(ctx, resolvedKey{}, res), raw); err != nil {
+		if res.sigErr != nil {
+			return nil, &TokenError{Reason: fmt.Sprintf("token signature does not verify with the keys of issuer %q", is.cfg.Name), Err: res.sigErr}
+		}
+		return nil, malformedClaims(res.payload, err)
+	}
+
+	set, err := claims.Parse(res.payload)
+	if err != nil {
+		return nil, &TokenError{Reason: "token claims: " + err.Error(), Err: err}
+	}
+	if err := p.checkTimes(set); err != nil {
+		return nil, err
+	}
+	if len(set.Audience) == 0 {
+		return nil, tokenErrorf("token has no aud claim")
+	}
+	if !set.HasAudience(is.cfg.Audiences) {
+		return nil, tokenErrorf("token audience %s is not one of %s accepted for issuer %q",
+			describeList(set.Audience), describeList(is.cfg.Audiences), is.cfg.Name)
+	}
+	if set.ID == "" {
+		return nil, tokenErrorf("token has no jti; single use cannot be enforced")
+	}
+	return &Identity{Issuer: is.cfg.Name, Claims: set}, nil
+}
+
+// unverifiedIssuer reads iss from a payload whose signature is not yet
+// checked, only to choose which issuer's keys check it.
+func unverifiedIssuer(payload []byte) (string, error) {
+	var c struct {
+		Iss *string `json:"iss"`
+	}
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return "", &TokenError{Reason: "token payload is not a JSON object with a string iss", Err: err}
+	}
+	if c.Iss == nil {
+		return "", tokenErrorf("token has no iss claim")
+	}
+	return *c.Iss, nil
+}
+
+// malformedClaims explains why go-oidc refused a token whose signature
+// verified: claims.Parse names a wrongly typed claim precisely, where
+// go-oidc's message is about its own structs.
+func malformedClaims(payload []byte, oidcErr error) error {
+	if _, err := claims.Parse(payload); err != nil {
+		return &TokenError{Reason: "token claims: " + err.Error(), Err: oidcErr}
+	}
+	return &TokenError{Reason: "token claims are malformed", Err: oidcErr}
+}
+
+func (p *Pool) checkTimes(set *claims.Set) error {
+	now := p.now()
+	const layout = time.RFC3339
+	if set.Expiry.IsZero() {
+		return tokenErrorf("token has no exp claim")
+	}
+	if now.After(set.Expiry.Add(p.leeway)) {
+		return tokenErrorf("token expired at %s (now %s, leeway %s)", set.Expiry.Format(layout), now.UTC().Format(layout), p.leeway)
+	}
+	if !set.NotBefore.IsZero() && set.NotBefore.After(now.Add(p.leeway)) {
+		return tokenErrorf("token is not valid before %s (now %s, leeway %s)", set.NotBefore.Format(layout), now.UTC().Format(layout), p.leeway)
+	}
+	if !set.IssuedAt.IsZero() && set.IssuedAt.After(now.Add(p.leeway)) {
+		return tokenErrorf("token was issued in the future, at %s (now %s, leeway %s)", set.IssuedAt.Format(layout), now.UTC().Format(layout), p.leeway)
+	}
+	return nil
+}
+
+// Warm fetches every issuer's keys now (unless fetched within MinRefresh)
+// and returns the failures, joined. Cached keys survive a failure, so an
+// error here does not mean verification will fail.
+func (p *Pool) Warm(ctx context.Context) error {
+	var errs []error
+	for _, is := range p.issuers {
+		if err := is.keys.refresh(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Ready returns nil when every issuer has keys cached, fetching them for
+// issuers that have none (subject to MinRefresh). An error names the
+// issuers whose tokens cannot be verified now.
+func (p *Pool) Ready(ctx context.Context) error {
+	var errs []error
+	for _, is := range p.issuers {
+		if is.keys.cached() {
+			continue
+		}
+		if err := is.keys.refresh(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Issuers lists the configured issuer names, in config order.
+func (p *Pool) Issuers() []string {
+	names := make([]string, len(p.issuers))
+	for i, is := range p.issuers {
+		names[i] = is.cfg.Name
+	}
+	return names
+}
+
+func describeList(vs []string) string {
+	const max = 5
+	parts := make([]string, 0, max+1)
+	for i, v := range vs {
+		if i == max {
+			parts = append(parts, fmt.Sprintf("and %d more", len(vs)-max))
+			break
+		}
+		parts = append(parts, claims.Describe(v))
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
+}
