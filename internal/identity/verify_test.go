@@ -289,7 +289,7 @@ func TestVerifyRefusesForgedAndMalformedTokens(t *testing.T) {
 		}, "signature does not verify"},
 	}...)
 	for _, s := range []string{"", "garbage", "a.b.c", "..", "...", "eyJhbGciOiJSUzI1NiJ9..", "eyJhbGciOiJSUzI1NiJ9.e30.", "eyJhbGciOiJSUzI1NiJ9.bm90IGpzb24.c2ln", "Bearer x.y.z", "\x00\xff.\x00.\x00"} {
-		attacks = append(attacks, attack{"the garbage string " + strings.ToValidUTF8(strconvQuote(s), "?") + " is refused",
+		attacks = append(attacks, attack{"the garbage string " + strings.ToValidUTF8(jsonQuote(s), "?") + " is refused",
 			func(*testing.T, *env) string { return s }, ""})
 	}
 
@@ -312,7 +312,7 @@ func TestVerifyRefusesForgedAndMalformedTokens(t *testing.T) {
 	}
 }
 
-func strconvQuote(s string) string { b, _ := json.Marshal(s); return string(b) }
+func jsonQuote(s string) string { b, _ := json.Marshal(s); return string(b) }
 
 func TestVerifyRefusesWrongTypesAsClaimTypeErrors(t *testing.T) {
 	e := newEnv(t, Options{})
