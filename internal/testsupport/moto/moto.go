@@ -208,8 +208,10 @@ func (s *Server) AWSConfig() aws.Config {
 
 // Env is the environment, as KEY=VALUE pairs, under which an AWS SDK or the
 // aws CLI talks to this server with the dummy credentials and reads no
-// config or credentials file of the machine. Append it to os.Environ() for a
-// subprocess, or t.Setenv each pair for code under test in this process.
+// config or credentials file of the machine. For a subprocess, append it to
+// os.Environ() with the machine's AWS_ variables removed (an AWS_PROFILE left
+// behind would name a profile the empty config file does not have); for code
+// under test in this process, t.Setenv each pair.
 func (s *Server) Env() []string { return append([]string(nil), s.env...) }
 
 // clientEnv points config and credentials files at empty files so that a
@@ -230,7 +232,6 @@ func clientEnv(t testing.TB, url string) []string {
 		"AWS_ACCESS_KEY_ID=" + AccessKeyID,
 		"AWS_SECRET_ACCESS_KEY=" + SecretAccessKey,
 		"AWS_SESSION_TOKEN=",
-		"AWS_PROFILE=",
 		"AWS_CONFIG_FILE=" + cfg,
 		"AWS_SHARED_CREDENTIALS_FILE=" + creds,
 		"AWS_EC2_METADATA_DISABLED=true",
