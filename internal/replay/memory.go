@@ -1,0 +1,151 @@
+package replay
+
+import (
+	"container/heap"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// DefaultMaxEntries bounds a Memory store. At about 100 bytes an entry it is
+// some 100 MB, and a million live token ids is far past one broker's load:
+// reaching it means a flood, which should be refused, not absorbed.
+const DefaultMaxEntries = 1_000_000
+
+// ErrFull is returned by Memory.Claim when the store holds its maximum of
+// live entries. Live entries are never evicted to make room: forgetting one
+// would let its token be replayed.
+var ErrFull = errors.New("replay store full")
+
+// checkClaim refuses arguments no store can honour: an empty key, or an
+// expiry that has already passed (recording it would let the token be
+// replayed at once).
+func checkClaim(key string, expiry, now time.Time) error {
+	if key == "" {
+		return errors.New("replay claim: empty key")
+	}
+	if !expiry.After(now) {
+		return fmt.Errorf("replay claim: expiry %s is not in the future", expiry.UTC().Format(time.RFC3339Nano))
+	}
+	return nil
+}
+
+// Memory is a Store held in this process: correct for a single replica, and
+// forgotten on restart (tokens live minutes, so a restart reopens a window
+// only for tokens issued just before it). It starts no goroutine: expired
+// entries are dropped on each Claim, oldest first, so memory holds only live
+// entries.
+type Memory struct {
+	mu      sync.Mutex
+	now     func() time.Time
+	max     int
+	entries map[[sha256.Size]byte]*entry
+	queue   expiryQueue
+}
+
+type entry struct {
+	key    [sha256.Size]byte
+	expiry time.Time
+	index  int // in queue
+}
+
+// MemoryOption configures NewMemory.
+type MemoryOption func(*Memory)
+
+// WithClock sets the clock that decides expiry (default time.Now).
+func WithClock(now func() time.Time) MemoryOption { return func(m *Memory) { m.now = now } }
+
+// WithMaxEntries sets how many live entries the store holds before Claim
+// fails with ErrFull (default DefaultMaxEntries).
+func WithMaxEntries(n int) MemoryOption { return func(m *Memory) { m.max = n } }
+
+// NewMemory returns an empty in-process store.
+func NewMemory(opts ...MemoryOption) *Memory {
+	m := &Memory{now: time.Now, max: DefaultMaxEntries, entries: map[[sha256.Size]byte]*entry{}}
+	for _, o := range opts {
+		o(m)
+	}
+	return m
+}
+
+// Claim implements Store. Keys are kept as their SHA-256, so a long key
+// costs no more memory than a short one.
+func (m *Memory) Claim(ctx context.Context, key string, expiry time.Time) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("replay claim: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	if err := checkClaim(key, expiry, now); err != nil {
+		return false, err
+	}
+	m.sweep(now)
+	k := sha256.Sum256([]byte(key))
+	if _, ok := m.entries[k]; ok {
+		return false, nil // live: sweep removed every expired entry
+	}
+	if len(m.entries) >= m.max {
+		return false, fmt.Errorf("replay claim: %w (%d live entries)", ErrFull, len(m.entries))
+	}
+	e := &entry{key: k, expiry: expiry}
+	m.entries[k] = e
+	heap.Push(&m.queue, e)
+	return true, nil
+}
+
+// Release implements Store.
+func (m *Memory) Release(ctx context.Context, key string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("replay release: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := sha256.Sum256([]byte(key))
+	if e, ok := m.entries[k]; ok {
+		heap.Remove(&m.queue, e.index)
+		delete(m.entries, k)
+	}
+	return nil
+}
+
+// Len returns the number of entries held, expired ones not yet swept
+// included.
+func (m *Memory) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.entries)
+}
+
+// sweep drops every entry whose expiry is not after now.
+func (m *Memory) sweep(now time.Time) {
+	for len(m.queue) > 0 && !m.queue[0].expiry.After(now) {
+		e := heap.Pop(&m.queue).(*entry)
+		delete(m.entries, e.key)
+	}
+}
+
+// expiryQueue is a min-heap of entries by expiry.
+type expiryQueue []*entry
+
+func (q expiryQueue) Len() int           { return len(q) }
+func (q expiryQueue) Less(i, j int) bool { return q[i].expiry.Before(q[j].expiry) }
+func (q expiryQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].index, q[j].index = i, j
+}
+func (q *expiryQueue) Push(x any) {
+	e := x.(*entry)
+	e.index = len(*q)
+	*q = append(*q, e)
+}
+func (q *expiryQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	return e
+}
