@@ -238,8 +238,25 @@ func parseDocument(data []byte, report func(line, col int, msg string)) *yaml.No
 	return top
 }
 
+// yamlParserProblems are the messages of yaml.v3's parser (as opposed to
+// its scanner). yaml.v3 v3.0.1 reports their line 0-based, the scanner's
+// 1-based; these are corrected.
+var yamlParserProblems = map[string]bool{
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected <document start>": true,
+	"did not find expected <stream-start>":   true,
+	"did not find expected key":              true,
+	"did not find expected node content":     true,
+	"found duplicate %TAG directive":         true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found undefined tag handle":             true,
+}
+
 // yamlErrorPosition pulls the line out of yaml.v3's messages, which carry
-// no column.
+// no column (the column is then 1).
 func yamlErrorPosition(err error) (int, string) {
 	msg := err.Error()
 	var te *yaml.TypeError
@@ -248,6 +265,9 @@ func yamlErrorPosition(err error) (int, string) {
 	}
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		if line, err := strconv.Atoi(m[1]); err == nil && line > 0 {
+			if yamlParserProblems[m[2]] {
+				line++
+			}
 			return line, m[2]
 		}
 	}
@@ -644,6 +664,8 @@ func (fp *fileParser) grant(n *yaml.Node, p *Policy) {
 			kinds = append(kinds, e)
 		}
 	}
+	// The second grant in the file is the one reported.
+	sort.Slice(kinds, func(i, j int) bool { return kinds[i].key.Line < kinds[j].key.Line })
 	switch len(kinds) {
 	case 0:
 		fp.errorf(n, "grant needs one of aws, gcp or token")

@@ -193,11 +193,11 @@ func compileGlob(p string) *regexp.Regexp {
 
 // compileRegex anchors an RE2 expression at both ends.
 func compileRegex(expr string) (*regexp.Regexp, error) {
-	re, err := regexp.Compile(`^(?:` + expr + `)$`)
-	if err != nil {
+	// Compiled bare first so an error quotes the expression as written.
+	if _, err := regexp.Compile(expr); err != nil {
 		return nil, err
 	}
-	return re, nil
+	return regexp.Compile(`^(?:` + expr + `)$`)
 }
 
 // identityKeys are the claims that say which repository or project a
