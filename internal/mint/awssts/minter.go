@@ -31,9 +31,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts/types"
 )
 
-// Duration bounds of AssumeRole. A role's own MaxSessionDuration (1h unless
-// raised) may be lower than MaxDuration; STS then refuses the call with a
-// ValidationError, returned as an *UpstreamError.
+// Duration bounds of AssumeRole. Two AWS limits are lower than MaxDuration
+// and checked only by STS, which refuses the call with a ValidationError
+// (an *UpstreamError): the role's MaxSessionDuration (1h unless raised), and
+// the 1h cap on role chaining, which applies whenever the broker itself runs
+// as a role (instance profile, IRSA, task role).
 const (
 	MinDuration = 15 * time.Minute
 	MaxDuration = 12 * time.Hour
