@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+
+	"github.com/ferry-broker/ferry/internal/audit"
+	"github.com/ferry-broker/ferry/internal/trust"
+)
+
+// runAudit is `ferry audit verify|report FILE ...`.
+func runAudit(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		auditUsage(stderr)
+		return exitUsage
+	}
+	switch args[0] {
+	case "verify":
+		return runAuditVerify(args[1:], stdout, stderr)
+	case "report":
+		return runAuditReport(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		auditUsage(stdout)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "ferry audit: unknown subcommand %q\n\n", args[0])
+	auditUsage(stderr)
+	return exitUsage
+}
+
+func auditUsage(w io.Writer) {
+	fmt.Fprint(w, `Usage: ferry audit SUBCOMMAND FILE [flags]
+
+Subcommands:
+  verify FILE [--prev HASH]       check the log's hash chain; exit 1 naming the first broken line
+  report FILE [--policies DIR] [--window 720h] [--threshold 10] [--top 10] [--format table|json]
+                                  dormant policies, repeated requests, denials by reason
+`)
+}
+
+// auditFlags parses args (flags before or after FILE) and returns FILE, or
+// an exit code when parsing ended the command.
+func auditFlags(fs *flag.FlagSet, args []string) (file string, code int, done bool) {
+	pos, err := policyParseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return "", exitOK, true
+	}
+	if err != nil {
+		return "", exitUsage, true
+	}
+	if len(pos) != 1 {
+		fmt.Fprintf(fs.Output(), "%s: want exactly one audit log FILE, got %d arguments\n", fs.Name(), len(pos))
+		fs.Usage()
+		return "", exitUsage, true
+	}
+	return pos[0], 0, false
+}
+
+func runAuditVerify(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ferry audit verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	prev := fs.String("prev", audit.Genesis, "the hash the log's first record must chain to (for a log that continues another)")
+	file, code, done := auditFlags(fs, args)
+	if done {
+		return code
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry audit verify: %v\n", err)
+		return exitFail
+	}
+	defer f.Close()
+	s, err := audit.VerifyFrom(f, *prev)
+	var ce *audit.ChainError
+	if errors.As(err, &ce) {
+		fmt.Fprintf(stderr, "%s:%d: %s\n", file, ce.Line, ce.Reason)
+		return exitFail
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry audit verify: %v\n", err)
+		return exitFail
+	}
+	fmt.Fprintf(stdout, "%s: %d records, chain intact\n", file, s.Records)
+	if s.Records > 0 {
+		fmt.Fprintf(stdout, "%d allow, %d deny, %s .. %s\nlast hash %s (keep it elsewhere: it pins this history)\n",
+			s.Allows, s.Denies, s.First.Format(time.RFC3339), s.Last.Format(time.RFC3339), s.LastHash)
+	}
+	return exitOK
+}
+
+func runAuditReport(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ferry audit report", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	policies := fs.String("policies", "", "policy directory: report its policies with no allow in the window as dormant")
+	window := fs.Duration("window", audit.DefaultReportWindow, "how far back to look")
+	threshold := fs.Int("threshold", audit.DefaultRepeatThreshold, "report an identity asking for one policy more than this many times in an hour, or one run asking more than this many times")
+	top := fs.Int("top", audit.DefaultReportTop, "how many repeated requests and denial groups to list")
+	format := fs.String("format", "table", "table or json")
+	file, code, done := auditFlags(fs, args)
+	if done {
+		return code
+	}
+	switch {
+	case *format != "table" && *format != "json":
+		fmt.Fprintf(stderr, "ferry audit report: --format must be table or json, not %q\n", *format)
+		return exitUsage
+	case *window <= 0:
+		fmt.Fprintf(stderr, "ferry audit report: --window must be positive, not %s\n", *window)
+		return exitUsage
+	case *threshold <= 0 || *top <= 0:
+		fmt.Fprintln(stderr, "ferry audit report: --threshold and --top must be positive")
+		return exitUsage
+	}
+
+	opts := audit.ReportOptions{Window: *window, Threshold: *threshold, Top: *top}
+	if *policies != "" {
+		set, err := trust.LoadDir(*policies, trust.LoadOptions{})
+		if err != nil {
+			fmt.Fprintf(stderr, "ferry audit report: load policies from %s:\n", *policies)
+			policyPrintProblems(err, stderr)
+			return exitFail
+		}
+		opts.Policies = []string{}
+		for _, p := range set.Policies() {
+			opts.Policies = append(opts.Policies, p.Name)
+		}
+	}
+
+	f, err := os.Open(file)
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry audit report: %v\n", err)
+		return exitFail
+	}
+	defer f.Close()
+	res, err := audit.Report(f, opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry audit report: %s: %v\n", file, err)
+		return exitFail
+	}
+
+	if *format == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			fmt.Fprintf(stderr, "ferry audit report: %v\n", err)
+			return exitFail
+		}
+	} else {
+		printAuditReport(stdout, file, res)
+	}
+	if res.ChainError != "" {
+		// The counts above may rest on forged lines: say so, and fail.
+		fmt.Fprintf(stderr, "ferry audit report: %s: hash chain broken at %s; run `ferry audit verify %s`\n", file, res.ChainError, file)
+		return exitFail
+	}
+	return exitOK
+}
+
+func printAuditReport(w io.Writer, file string, res *audit.ReportResult) {
+	const day = "2006-01-02 15:04 MST"
+	when := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return t.UTC().Format(day)
+	}
+	fmt.Fprintf(w, "%s: %d records from %s to %s: %d allow, %d deny", safe(file), res.Records, when(res.From), when(res.To), res.Allows, res.Denies)
+	if res.Skipped > 0 {
+		fmt.Fprintf(w, " (%d unreadable lines skipped)", res.Skipped)
+	}
+	fmt.Fprintln(w)
+
+	fmt.Fprintln(w, "\nDecisions per policy")
+	if len(res.Policies) == 0 {
+		fmt.Fprintln(w, "  none")
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  POLICY\tALLOWS\tDENIES\tLAST ALLOW")
+		for _, p := range res.Policies {
+			fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\n", safe(p.Name), p.Allows, p.Denies, when(p.LastAllow))
+		}
+		tw.Flush()
+	}
+
+	fmt.Fprintln(w, "\nDormant policies (no allow in the window)")
+	switch {
+	case !res.DormancyChecked:
+		fmt.Fprintln(w, "  not checked: pass --policies DIR")
+	case len(res.Dormant) == 0:
+		fmt.Fprintln(w, "  none")
+	default:
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  POLICY\tLAST ALLOW")
+		for _, d := range res.Dormant {
+			fmt.Fprintf(tw, "  %s\t%s\n", safe(d.Name), when(d.LastAllow))
+		}
+		tw.Flush()
+	}
+
+	fmt.Fprintf(w, "\nRepeated requests%s\n", shown(len(res.Repeated), res.RepeatedTotal))
+	if len(res.Repeated) == 0 {
+		fmt.Fprintln(w, "  none")
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  COUNT\tKIND\tIDENTITY\tPOLICY / RUN\tFIRST\tLAST")
+		for _, r := range res.Repeated {
+			kind, what := "in one hour", "policy "+r.Policy
+			if r.Kind == audit.RepeatedSameRun {
+				kind, what = "in one run", "run "+r.RunID
+			}
+			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%s\n", r.Count, kind, safe(r.Identity), safe(what), when(r.First), when(r.Last))
+		}
+		tw.Flush()
+	}
+
+	fmt.Fprintf(w, "\nDenials by error and reason%s\n", shown(len(res.Denials), res.DenialGroups))
+	if len(res.Denials) == 0 {
+		fmt.Fprintln(w, "  none")
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  COUNT\tERROR\tREASON\tPOLICIES\tLAST")
+		for _, d := range res.Denials {
+			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\n", d.Count, safe(d.Error), safe(d.Reason), safe(strings.Join(d.Policies, ",")), when(d.Last))
+		}
+		tw.Flush()
+	}
+}
+
+// shown says how much of a cut list is printed.
+func shown(n, total int) string {
+	if n == total {
+		return ""
+	}
+	return fmt.Sprintf(" (top %d of %d)", n, total)
+}
+
+// safe makes log text fit one table cell: reasons quote claim values a
+// pipeline controls, so control characters (terminal escapes, tabs,
+// newlines) are replaced and long text is cut.
+func safe(s string) string {
+	const maxCell = 100
+	if s == "" {
+		return "-"
+	}
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == unicode.ReplacementChar {
+			return '?'
+		}
+		return r
+	}, s)
+	if r := []rune(s); len(r) > maxCell {
+		s = string(r[:maxCell-1]) + "…"
+	}
+	return s
+}
