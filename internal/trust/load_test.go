@@ -217,6 +217,17 @@ grant:
     session_policy: '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/<x>&"}]}'
     session_tags: [repository, ref]
 `,
+		"awsyaml.yaml": `issuer: github
+match: {repository: acme/app}
+grant:
+  aws:
+    role_arn: arn:aws:iam::123456789012:role/deploy
+    duration: 1h
+    session_policy:
+      Version: 2012-10-17
+      Statement:
+        - {Effect: Allow, Action: "s3:*", Resource: "*", Condition: {NumericLessThan: {"s3:max-keys": 10}, Bool: {"aws:SecureTransport": true}}}
+`,
 		"gcp.yaml": `issuer: github
 match: {repository: acme/app}
 grant:
@@ -242,6 +253,12 @@ grant:
 	}
 	if !reflect.DeepEqual(aws.Grant.AWS, wantAWS) || aws.Grant.Type() != "aws" || aws.Grant.MaxDuration() != 15*time.Minute {
 		t.Errorf("aws grant = %+v", aws.Grant.AWS)
+	}
+	awsyaml, _ := set.Lookup("awsyaml")
+	// An unquoted date stays the string IAM wants; numbers and booleans
+	// stay JSON numbers and booleans.
+	if want := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*","Condition":{"NumericLessThan":{"s3:max-keys":10},"Bool":{"aws:SecureTransport":true}}}]}`; awsyaml.Grant.AWS.SessionPolicy != want || awsyaml.Grant.MaxDuration() != time.Hour {
+		t.Errorf("session policy from YAML = %s", awsyaml.Grant.AWS.SessionPolicy)
 	}
 	gcp, _ := set.Lookup("gcp")
 	wantGCP := &GCPGrant{

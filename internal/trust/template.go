@@ -69,7 +69,7 @@ func parseTemplate(s string) (*tmpl, error) {
 		}
 		j := strings.Index(rest[i:], "}}")
 		if j < 0 {
-			return nil, fmt.Errorf("template %s is not closed with }}", strconv.Quote(cut(rest[i:], 40)))
+			return nil, fmt.Errorf("template %s is not closed with }}", claims.Describe(rest[i:]))
 		}
 		inner := rest[i+2 : i+j]
 		name := strings.Trim(inner, " \t")
@@ -92,13 +92,6 @@ func isTemplateName(s string) bool {
 		}
 	}
 	return true
-}
-
-func cut(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }
 
 // String renders the template as written, in its normal form.
@@ -188,7 +181,7 @@ func unsafeValue(s string) string {
 // The session policy is held as an ordered JSON tree so that templates are
 // filled into string leaves and the result is marshalled, never spliced.
 type (
-	jsonValue  interface{}
+	jsonValue  any
 	jsonObject []jsonMember
 	jsonArray  []jsonValue
 	jsonString struct {
