@@ -179,60 +179,53 @@ func printAuditReport(w io.Writer, file string, res *audit.ReportResult) {
 	}
 	fmt.Fprintln(w)
 
-	fmt.Fprintln(w, "\nDecisions per policy")
-	if len(res.Policies) == 0 {
-		fmt.Fprintln(w, "  none")
-	} else {
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  POLICY\tALLOWS\tDENIES\tLAST ALLOW")
-		for _, p := range res.Policies {
-			fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\n", safe(p.Name), p.Allows, p.Denies, when(p.LastAllow))
-		}
-		tw.Flush()
+	var rows []string
+	for _, p := range res.Policies {
+		rows = append(rows, fmt.Sprintf("%s\t%d\t%d\t%s", safe(p.Name), p.Allows, p.Denies, when(p.LastAllow)))
 	}
+	printTable(w, "Decisions per policy", "POLICY\tALLOWS\tDENIES\tLAST ALLOW", rows, "none")
 
-	fmt.Fprintln(w, "\nDormant policies (no allow in the window)")
-	switch {
-	case !res.DormancyChecked:
-		fmt.Fprintln(w, "  not checked: pass --policies DIR")
-	case len(res.Dormant) == 0:
-		fmt.Fprintln(w, "  none")
-	default:
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  POLICY\tLAST ALLOW")
-		for _, d := range res.Dormant {
-			fmt.Fprintf(tw, "  %s\t%s\n", safe(d.Name), when(d.LastAllow))
-		}
-		tw.Flush()
+	rows = nil
+	for _, d := range res.Dormant {
+		rows = append(rows, safe(d.Name)+"\t"+when(d.LastAllow))
 	}
+	dormantNone := "none"
+	if !res.DormancyChecked {
+		dormantNone = "not checked: pass --policies DIR"
+	}
+	printTable(w, "Dormant policies (no allow in the window)", "POLICY\tLAST ALLOW", rows, dormantNone)
 
-	fmt.Fprintf(w, "\nRepeated requests%s\n", shown(len(res.Repeated), res.RepeatedTotal))
-	if len(res.Repeated) == 0 {
-		fmt.Fprintln(w, "  none")
-	} else {
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  COUNT\tKIND\tIDENTITY\tPOLICY / RUN\tFIRST\tLAST")
-		for _, r := range res.Repeated {
-			kind, what := "in one hour", "policy "+r.Policy
-			if r.Kind == audit.RepeatedSameRun {
-				kind, what = "in one run", "run "+r.RunID
-			}
-			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%s\n", r.Count, kind, safe(r.Identity), safe(what), when(r.First), when(r.Last))
+	rows = nil
+	for _, r := range res.Repeated {
+		kind, what := "in one hour", "policy "+r.Policy
+		if r.Kind == audit.RepeatedSameRun {
+			kind, what = "in one run", "run "+r.RunID
 		}
-		tw.Flush()
+		rows = append(rows, fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t%s", r.Count, kind, safe(r.Identity), safe(what), when(r.First), when(r.Last)))
 	}
+	printTable(w, "Repeated requests"+shown(len(res.Repeated), res.RepeatedTotal), "COUNT\tKIND\tIDENTITY\tPOLICY / RUN\tFIRST\tLAST", rows, "none")
 
-	fmt.Fprintf(w, "\nDenials by error and reason%s\n", shown(len(res.Denials), res.DenialGroups))
-	if len(res.Denials) == 0 {
-		fmt.Fprintln(w, "  none")
-	} else {
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  COUNT\tERROR\tREASON\tPOLICIES\tLAST")
-		for _, d := range res.Denials {
-			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\n", d.Count, safe(d.Error), safe(d.Reason), safe(strings.Join(d.Policies, ",")), when(d.Last))
-		}
-		tw.Flush()
+	rows = nil
+	for _, d := range res.Denials {
+		rows = append(rows, fmt.Sprintf("%d\t%s\t%s\t%s\t%s", d.Count, safe(d.Error), safe(d.Reason), safe(strings.Join(d.Policies, ",")), when(d.Last)))
 	}
+	printTable(w, "Denials by error and reason"+shown(len(res.Denials), res.DenialGroups), "COUNT\tERROR\tREASON\tPOLICIES\tLAST", rows, "none")
+}
+
+// printTable prints a titled, indented table of tab-separated rows, or
+// the note empty when there are none.
+func printTable(w io.Writer, title, header string, rows []string, empty string) {
+	fmt.Fprintf(w, "\n%s\n", title)
+	if len(rows) == 0 {
+		fmt.Fprintf(w, "  %s\n", empty)
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "  %s\n", header)
+	for _, r := range rows {
+		fmt.Fprintf(tw, "  %s\n", r)
+	}
+	tw.Flush()
 }
 
 // shown says how much of a cut list is printed.

@@ -261,9 +261,9 @@ func (l *Log) Close() error {
 	return nil
 }
 
-// jwtShape matches a compact JWS/JWE: a base64url JSON header ("eyJ") and
-// two or more further segments.
-var jwtShape = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{5,}(\.[A-Za-z0-9_-]*){2,4}`)
+// jwtShape matches a compact JWS/JWE, or the start of one cut short: a
+// base64url JSON header ("eyJ") and one or more further segments.
+var jwtShape = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{5,}(\.[A-Za-z0-9_-]*){1,4}`)
 
 func redact(s string) string {
 	if s == "" {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -119,18 +120,10 @@ func LoadFiles(files map[string][]byte, opts LoadOptions) (*Set, error) {
 	}
 	sort.Strings(paths)
 
-	var issuers map[string]bool
-	if opts.Issuers != nil {
-		issuers = make(map[string]bool, len(opts.Issuers))
-		for _, is := range opts.Issuers {
-			issuers[is] = true
-		}
-	}
-
 	var problems []Problem
 	byName := make(map[string]*Policy, len(files))
 	for _, path := range paths {
-		fp := &fileParser{file: path, issuers: issuers, configured: opts.Issuers}
+		fp := &fileParser{file: path, issuers: opts.Issuers}
 		p := fp.parse(files[path])
 		problems = append(problems, fp.problems...)
 		if p == nil {
@@ -187,10 +180,9 @@ var reservedJWTClaims = map[string]bool{"iss": true, "sub": true, "aud": true, "
 
 // fileParser reads one policy file, collecting every problem it finds.
 type fileParser struct {
-	file       string
-	issuers    map[string]bool
-	configured []string
-	problems   []Problem
+	file     string
+	issuers  []string // nil: not checked
+	problems []Problem
 
 	nameLine, nameCol int
 }
@@ -328,7 +320,7 @@ func (fp *fileParser) fields(n *yaml.Node, what string, allowed ...string) (map[
 	}
 	out := make(map[string]kv, len(ps))
 	for _, p := range ps {
-		if !contains(allowed, p.key.Value) {
+		if !slices.Contains(allowed, p.key.Value) {
 			fp.errorf(p.key, "unknown key %q in %s (allowed: %s)", p.key.Value, what, strings.Join(allowed, ", "))
 			ok = false
 			continue
@@ -336,15 +328,6 @@ func (fp *fileParser) fields(n *yaml.Node, what string, allowed ...string) (map[
 		out[p.key.Value] = p
 	}
 	return out, ok
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }
 
 // str reads a string scalar.
@@ -470,8 +453,8 @@ func (fp *fileParser) parse(data []byte) *Policy {
 			switch {
 			case s == "":
 				fp.errorf(n.val, "issuer must name a configured issuer, e.g. github")
-			case fp.issuers != nil && !fp.issuers[s]:
-				fp.errorf(n.val, "issuer %q is not configured (configured: %s)", s, strings.Join(fp.configured, ", "))
+			case fp.issuers != nil && !slices.Contains(fp.issuers, s):
+				fp.errorf(n.val, "issuer %q is not configured (configured: %s)", s, strings.Join(fp.issuers, ", "))
 			}
 		}
 	} else {
