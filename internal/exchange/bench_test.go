@@ -1,0 +1,124 @@
+package exchange_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ferry-broker/ferry/internal/audit"
+	"github.com/ferry-broker/ferry/internal/devissuer"
+	"github.com/ferry-broker/ferry/internal/exchange"
+	"github.com/ferry-broker/ferry/internal/identity"
+	"github.com/ferry-broker/ferry/internal/mint/awssts"
+	"github.com/ferry-broker/ferry/internal/mint/tokensign"
+	"github.com/ferry-broker/ferry/internal/policystore"
+	"github.com/ferry-broker/ferry/internal/replay"
+	"github.com/ferry-broker/ferry/internal/trust"
+)
+
+// memoryAWS answers AssumeRole in memory. It exists for the benchmark only,
+// so the figure is Ferry's own cost (verify, authorize, replay, audit) and
+// not STS's latency.
+type memoryAWS struct{}
+
+func (memoryAWS) AssumeRole(_ context.Context, req awssts.Request) (*awssts.Credentials, error) {
+	return &awssts.Credentials{AccessKeyID: "ASIABENCH", SecretAccessKey: "s", SessionToken: "t",
+		Expiration: time.Now().Add(req.Duration), RoleARN: req.RoleARN}, nil
+}
+
+func benchService(b *testing.B) (*exchange.Service, *devissuer.Issuer) {
+	b.Helper()
+	gh, err := devissuer.Start(devissuer.Options{Flavor: devissuer.GitHub})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { gh.Close() })
+	dir := b.TempDir()
+	for name, body := range testPolicies {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
+	pool, err := identity.NewPool([]identity.IssuerConfig{
+		{Name: "github", IssuerURL: gh.URL(), Audiences: []string{"ferry"}},
+		{Name: "gitlab", IssuerURL: "https://gitlab.example.com", Audiences: []string{"ferry"}},
+	}, identity.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pool.Warm(context.Background()); err != nil {
+		b.Logf("warm: %v", err) // the gitlab issuer is not running; github's keys are what matter
+	}
+	store, err := policystore.Open(dir, trust.LoadOptions{Issuers: []string{"github", "gitlab"}}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	log, err := audit.Open(filepath.Join(dir, "audit.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { log.Close() })
+	key, err := tokensign.GenerateKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	signer, err := tokensign.NewSigner("https://ferry.example.com", key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc, err := exchange.New(exchange.Deps{
+		Verifier: pool, Policies: store, Replay: replay.NewMemory(), Audit: log,
+		AWS: memoryAWS{}, Token: signer, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return svc, gh
+}
+
+// tokens signs n single-use tokens before the clock starts: signing is the
+// CI platform's cost, not Ferry's.
+func tokens(b *testing.B, gh *devissuer.Issuer, sample string, n int) []string {
+	b.Helper()
+	out := make([]string, n)
+	for i := range out {
+		c, err := devissuer.SampleClaims(sample)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c["jti"] = fmt.Sprintf("bench-%d", i)
+		if out[i], err = gh.Sign(c); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return out
+}
+
+func benchExchange(b *testing.B, policy, sample string) {
+	svc, gh := benchService(b)
+	toks := tokens(b, gh, sample, b.N)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := svc.Exchange(ctx, exchange.Request{Policy: policy, Token: toks[i]}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkExchangeAWS is a whole exchange, verify + authorize + replay +
+// render + audit, with STS answered in memory.
+func BenchmarkExchangeAWS(b *testing.B) {
+	benchExchange(b, "deploy-prod", "github-environment-production")
+}
+
+// BenchmarkExchangeToken is a whole token-grant exchange, including the
+// ES256 signature and the audit write.
+func BenchmarkExchangeToken(b *testing.B) {
+	benchExchange(b, "artifacts", "github-push-main")
+}

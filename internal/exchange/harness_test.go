@@ -1,0 +1,365 @@
+package exchange_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferry-broker/ferry/internal/audit"
+	"github.com/ferry-broker/ferry/internal/devissuer"
+	"github.com/ferry-broker/ferry/internal/exchange"
+	"github.com/ferry-broker/ferry/internal/identity"
+	"github.com/ferry-broker/ferry/internal/mint/awssts"
+	"github.com/ferry-broker/ferry/internal/mint/gcpiam"
+	"github.com/ferry-broker/ferry/internal/mint/tokensign"
+	"github.com/ferry-broker/ferry/internal/policystore"
+	"github.com/ferry-broker/ferry/internal/replay"
+	"github.com/ferry-broker/ferry/internal/testsupport/gcpfake"
+	"github.com/ferry-broker/ferry/internal/testsupport/moto"
+	"github.com/ferry-broker/ferry/internal/trust"
+)
+
+// The policies every exchange test runs against: written here, not taken
+// from trustpolicies/, so an edit to the examples cannot silently change
+// what these tests prove.
+var testPolicies = map[string]string{
+	"deploy-prod.yaml": `
+description: Deploy acme/app to production from main
+issuer: github
+match:
+  repository: acme/app
+  repository_id: "892345671"
+  ref: refs/heads/main
+  environment: production
+  event_name: [push, workflow_dispatch]
+deny:
+  - event_name: pull_request_target
+  - actor: "*[bot]"
+grant:
+  aws:
+    role_arn: arn:aws:iam::123456789012:role/deploy-prod
+    duration: 1h
+    session_policy:
+      Version: "2012-10-17"
+      Statement:
+        - Effect: Allow
+          Action: s3:PutObject
+          Resource: "arn:aws:s3:::artifacts/{{repository}}/*"
+    session_tags: [repository, ref, run_id]
+`,
+	"artifacts.yaml": `
+issuer: github
+match:
+  repository: "acme/*"
+  ref: refs/heads/main
+grant:
+  token:
+    audience: https://artifacts.internal.example
+    duration: 10m
+    claims: [repository, ref, sha]
+`,
+	"scoped.yaml": `
+description: Any acme repository gets a token scoped to its own bucket path
+issuer: github
+match:
+  repository: {regex: "acme/.+"}
+grant:
+  token:
+    audience: https://storage.internal.example
+    duration: 5m
+    extra_claims:
+      prefix: "artifacts/{{repository}}/"
+`,
+	"gcp-deploy.yaml": `
+issuer: github
+match:
+  repository_id: "892345671"
+  ref: refs/heads/main
+grant:
+  gcp:
+    service_account: deploy@acme-prod.iam.gserviceaccount.com
+    scopes: [https://www.googleapis.com/auth/cloud-platform]
+    duration: 10m
+`,
+	"gitlab-deploy.yaml": `
+issuer: gitlab
+match:
+  project_path: group/app
+  ref: main
+  ref_protected: true
+  environment_protected: "true"
+  pipeline_source: [push, web]
+grant:
+  token:
+    audience: https://deploy.internal.example
+    duration: 5m
+    claims: [project_path, ref, environment]
+`,
+}
+
+// harness is one broker over real loopback HTTP with a real issuer, real
+// policies on disk, a real audit file and real minters.
+type harness struct {
+	t         *testing.T
+	gh, gl    *devissuer.Issuer
+	srv       *httptest.Server
+	auditPath string
+	logs      *syncBuffer
+	gcp       *gcpfake.Server
+	moto      *moto.Server
+	service   *exchange.Service
+}
+
+type harnessOpts struct {
+	aws         bool               // start moto_server and mint AWS credentials from it
+	awsMinter   exchange.AWSMinter // overrides aws
+	gcpHandler  gcpfake.Handler
+	rate        float64
+	burst       int
+	mintTimeout time.Duration
+	// now is the verifier's clock; nil is the real one.
+	now func() time.Time
+}
+
+func newHarness(t *testing.T, o harnessOpts) *harness {
+	t.Helper()
+	h := &harness{t: t, logs: &syncBuffer{}}
+	var err error
+	if h.gh, err = devissuer.Start(devissuer.Options{Flavor: devissuer.GitHub}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.gh.Close() })
+	if h.gl, err = devissuer.Start(devissuer.Options{Flavor: devissuer.GitLab}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.gl.Close() })
+
+	dir := t.TempDir()
+	policyDir := filepath.Join(dir, "policies")
+	if err := os.Mkdir(policyDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range testPolicies {
+		if err := os.WriteFile(filepath.Join(policyDir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	pool, err := identity.NewPool([]identity.IssuerConfig{
+		{Name: "github", IssuerURL: h.gh.URL(), Audiences: []string{"ferry"}},
+		{Name: "gitlab", IssuerURL: h.gl.URL(), Audiences: []string{"ferry"}},
+	}, identity.Options{Logger: logger, Now: o.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := policystore.Open(policyDir, trust.LoadOptions{Issuers: []string{"github", "gitlab"}}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.auditPath = filepath.Join(dir, "audit.log")
+	auditLog, err := audit.Open(h.auditPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { auditLog.Close() })
+
+	key, err := tokensign.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(nil)
+	signer, err := tokensign.NewSigner("http://"+srv.Listener.Addr().String(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	deps := exchange.Deps{
+		Verifier: pool, Policies: store, Replay: replay.NewMemory(), Audit: auditLog,
+		Token: signer, Logger: logger, Metrics: exchange.NewMetrics(store.Known),
+		MintTimeout: o.mintTimeout,
+	}
+	switch {
+	case o.awsMinter != nil:
+		deps.AWS = o.awsMinter
+	case o.aws:
+		h.moto = moto.Start(t)
+		deps.AWS = awssts.NewFromConfig(h.moto.AWSConfig())
+	}
+	h.gcp = gcpfake.Start(t, o.gcpHandler)
+	gm, err := gcpiam.New(context.Background(), h.gcp.ClientOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gm.Close() })
+	deps.GCP = gm
+
+	if h.service, err = exchange.New(deps); err != nil {
+		t.Fatal(err)
+	}
+	srv.Config.Handler = exchange.NewHandler(h.service, exchange.HTTPOptions{
+		Logger: logger, Metrics: deps.Metrics, Discovery: signer,
+		Ready:         pool.Ready,
+		RatePerSecond: o.rate, RateBurst: o.burst,
+	})
+	srv.Start()
+	t.Cleanup(srv.Close)
+	h.srv = srv
+	return h
+}
+
+// sign returns a token from the named sample payload, edited.
+func (h *harness) sign(is *devissuer.Issuer, sample string, edit func(map[string]any)) string {
+	h.t.Helper()
+	c, err := devissuer.SampleClaims(sample)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if edit != nil {
+		edit(c)
+	}
+	tok, err := is.Sign(c)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return tok
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+func (r response) str(key string) string {
+	s, _ := r.body[key].(string)
+	return s
+}
+
+func (r response) obj(key string) map[string]any {
+	m, _ := r.body[key].(map[string]any)
+	return m
+}
+
+func (h *harness) post(path, contentType string, body io.Reader, header map[string]string) response {
+	h.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, h.srv.URL+path, body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	return h.do(req)
+}
+
+func (h *harness) do(req *http.Request) response {
+	h.t.Helper()
+	resp, err := h.srv.Client().Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	r := response{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
+	if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/json") {
+		if err := json.Unmarshal(raw, &r.body); err != nil {
+			h.t.Fatalf("response is not JSON: %v\n%s", err, raw)
+		}
+	}
+	return r
+}
+
+func (h *harness) exchange(policy, token string, extra map[string]any) response {
+	h.t.Helper()
+	body := map[string]any{"policy": policy, "token": token}
+	for k, v := range extra {
+		body[k] = v
+	}
+	data, err := json.Marshal(body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return h.post("/v1/exchange", "application/json", bytes.NewReader(data), nil)
+}
+
+func (h *harness) tokenExchange(form url.Values) response {
+	h.t.Helper()
+	return h.post("/v1/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()), nil)
+}
+
+// auditRecords reads the audit file and checks its chain.
+func (h *harness) auditRecords() []audit.Record {
+	h.t.Helper()
+	data, err := os.ReadFile(h.auditPath)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := audit.Verify(bytes.NewReader(data)); err != nil {
+		h.t.Fatalf("audit chain broken: %v", err)
+	}
+	var out []audit.Record
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if line == "" {
+			continue
+		}
+		var r audit.Record
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			h.t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// wantError checks the contract's error shape.
+func wantError(t *testing.T, r response, status int, code string) {
+	t.Helper()
+	if r.status != status || r.str("error") != code {
+		t.Fatalf("got %d %s, want %d %s\n%s", r.status, r.str("error"), status, code, r.raw)
+	}
+	if r.str("error_description") == "" || r.str("request_id") == "" {
+		t.Errorf("error response lacks error_description or request_id: %s", r.raw)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (h *harness) get(path string) response {
+	h.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, h.srv.URL+path, nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return h.do(req)
+}

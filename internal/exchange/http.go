@@ -1,0 +1,351 @@
+package exchange
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// MaxBodyBytes is the contract's request size limit.
+const MaxBodyBytes = 64 << 10
+
+// Discovery publishes the keys that verify Ferry-signed tokens.
+type Discovery interface {
+	DiscoveryJSON() []byte
+	JWKSJSON() []byte
+}
+
+// HTTPOptions configure the API server.
+type HTTPOptions struct {
+	Logger  *slog.Logger
+	Metrics *Metrics
+	// Discovery is nil when the broker signs no tokens.
+	Discovery Discovery
+	// Ready reports whether the broker can serve exchanges now (policies
+	// loaded, issuer keys reachable).
+	Ready func(ctx context.Context) error
+	// RateLimit per client address; zero PerSecond disables it.
+	RatePerSecond float64
+	RateBurst     int
+}
+
+type ctxKey int
+
+const requestIDKey ctxKey = iota
+
+// NewHandler serves the contract's HTTP API.
+func NewHandler(svc *Service, o HTTPOptions) http.Handler {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	// The broker is reached directly or through a proxy the operator runs;
+	// trusting X-Forwarded-For by default would let any caller pick the
+	// address it is rate-limited and audited under.
+	e.IPExtractor = echo.ExtractIPDirect()
+	h := &handler{svc: svc, o: o}
+	e.HTTPErrorHandler = h.errorHandler
+	e.Use(h.requestID, h.recover)
+
+	limit := newLimiter(o.RatePerSecond, o.RateBurst)
+	api := e.Group("/v1", limitBody(MaxBodyBytes), h.rateLimit(limit))
+	api.POST("/exchange", h.exchange)
+	api.POST("/token", h.tokenExchange)
+
+	e.GET("/healthz", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	})
+	e.GET("/readyz", h.ready)
+	if o.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{})))
+	}
+	e.GET("/.well-known/openid-configuration", h.wellKnown(func(d Discovery) []byte { return d.DiscoveryJSON() }))
+	e.GET("/.well-known/jwks.json", h.wellKnown(func(d Discovery) []byte { return d.JWKSJSON() }))
+	return e
+}
+
+type handler struct {
+	svc *Service
+	o   HTTPOptions
+}
+
+func requestID(c echo.Context) string {
+	id, _ := c.Get("request_id").(string)
+	return id
+}
+
+func (h *handler) requestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		// The id is ours, never the caller's: it keys the audit log.
+		id := NewRequestID()
+		c.Set("request_id", id)
+		c.Response().Header().Set("X-Request-Id", id)
+		return next(c)
+	}
+}
+
+// recover turns a panic into the contract's 503: no failure is a 500, and a
+// bug must not take the broker down or grant anything.
+func (h *handler) recover(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				h.o.Logger.Error("panic serving request", "request_id", requestID(c), "panic", fmt.Sprint(r))
+				err = &Error{Code: Unavailable, Description: "internal error; try again", RetryAfter: 5 * time.Second}
+			}
+		}()
+		return next(c)
+	}
+}
+
+// limitBody refuses bodies over max before anything reads them.
+func limitBody(max int64) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			r := c.Request()
+			if r.ContentLength > max {
+				return errorf(RequestTooLarge, "request body is larger than %d KiB", max>>10)
+			}
+			r.Body = http.MaxBytesReader(c.Response(), r.Body, max)
+			return next(c)
+		}
+	}
+}
+
+func readBody(c echo.Context) ([]byte, error) {
+	body, err := io.ReadAll(c.Request().Body)
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, errorf(RequestTooLarge, "request body is larger than %d KiB", tooLarge.Limit>>10)
+	}
+	if err != nil {
+		return nil, errorf(InvalidRequest, "could not read the request body")
+	}
+	return body, nil
+}
+
+func (h *handler) rateLimit(l *limiter) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if wait := l.allow(c.RealIP(), time.Now()); wait > 0 {
+				h.o.Metrics.rateLimited()
+				return &Error{Code: RateLimited, Description: "too many requests from this address", RetryAfter: wait}
+			}
+			return next(c)
+		}
+	}
+}
+
+type exchangeBody struct {
+	Policy   string          `json:"policy"`
+	Token    string          `json:"token"`
+	Duration json.RawMessage `json:"duration"`
+}
+
+func (h *handler) exchange(c echo.Context) error {
+	body, err := readBody(c)
+	if err == nil {
+		var req Request
+		req, err = decodeExchange(body, c.Request().Header.Get(echo.HeaderAuthorization))
+		req.ClientIP, req.RequestID = c.RealIP(), requestID(c)
+		if err == nil {
+			return h.respond(c, req)
+		}
+	}
+	return h.svc.Refuse(c.Request().Context(), Request{ClientIP: c.RealIP(), RequestID: requestID(c)}, err)
+}
+
+func (h *handler) respond(c echo.Context, req Request) error {
+	res, err := h.svc.Exchange(c.Request().Context(), req)
+	if err != nil {
+		return err
+	}
+	noStore(c)
+	return c.JSON(http.StatusOK, res)
+}
+
+// decodeExchange parses POST /v1/exchange strictly: a misspelt field is an
+// error rather than a silently ignored setting.
+func decodeExchange(body []byte, authorization string) (Request, error) {
+	var b exchangeBody
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		return Request{}, errorf(InvalidRequest, "request body is not the expected JSON object: %s", jsonProblem(err))
+	}
+	if dec.More() {
+		return Request{}, errorf(InvalidRequest, "request body has data after the JSON object")
+	}
+	bearer, err := bearerToken(authorization)
+	if err != nil {
+		return Request{}, err
+	}
+	switch {
+	case b.Token == "":
+		b.Token = bearer
+	case bearer != "" && bearer != b.Token:
+		return Request{}, errorf(InvalidRequest, "the body and the Authorization header carry different tokens")
+	}
+	d, err := parseDuration(b.Duration)
+	if err != nil {
+		return Request{}, err
+	}
+	if b.Policy == "" {
+		return Request{}, errorf(InvalidRequest, `missing field "policy"`)
+	}
+	if b.Token == "" {
+		return Request{}, errorf(InvalidRequest, `missing field "token" (or an Authorization: Bearer header)`)
+	}
+	return Request{Policy: b.Policy, Token: b.Token, Duration: d}, nil
+}
+
+// jsonProblem describes a decode error without echoing the input, which may
+// hold a token.
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("syntax error at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q must be a %s", typ.Field, typ.Type)
+	case errors.Is(err, io.EOF):
+		return "empty body"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "truncated JSON"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+	}
+	return "malformed JSON"
+}
+
+func bearerToken(h string) (string, error) {
+	if h == "" {
+		return "", nil
+	}
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+		return "", errorf(InvalidRequest, "the Authorization header must be \"Bearer <token>\"")
+	}
+	return strings.TrimSpace(tok), nil
+}
+
+// parseDuration accepts "15m" as the contract writes it, and a number of
+// seconds as aws-actions/configure-aws-credentials' role-duration-seconds.
+func parseDuration(raw json.RawMessage) (time.Duration, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		if s == "" {
+			return 0, nil
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return 0, errorf(InvalidRequest, "duration %q is not a positive duration such as \"15m\"", s)
+		}
+		return d, nil
+	}
+	var secs float64
+	if err := json.Unmarshal(raw, &secs); err != nil || secs <= 0 || secs > 7*24*3600 || secs != math.Trunc(secs) {
+		return 0, errorf(InvalidRequest, "duration must be a string such as \"15m\" or a whole number of seconds")
+	}
+	return time.Duration(secs) * time.Second, nil
+}
+
+func noStore(c echo.Context) {
+	c.Response().Header().Set("Cache-Control", "no-store")
+	c.Response().Header().Set("Pragma", "no-cache")
+}
+
+func (h *handler) ready(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 5*time.Second)
+	defer cancel()
+	if h.o.Ready != nil {
+		if err := h.o.Ready(ctx); err != nil {
+			return &Error{Code: Unavailable, Description: "not ready: " + err.Error(), RetryAfter: 5 * time.Second}
+		}
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (h *handler) wellKnown(body func(Discovery) []byte) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if h.o.Discovery == nil {
+			return errorf(NotFound, "this broker signs no tokens (no token.signing_key configured)")
+		}
+		c.Response().Header().Set("Cache-Control", "public, max-age=300")
+		return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, body(h.o.Discovery))
+	}
+}
+
+type errorBody struct {
+	Error       string `json:"error"`
+	Description string `json:"error_description"`
+	RequestID   string `json:"request_id,omitempty"`
+}
+
+// errorHandler writes every failure as the contract's JSON.
+func (h *handler) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		err = fromEcho(he)
+	}
+	var oe *oauthError
+	oauth := ""
+	if errors.As(err, &oe) {
+		err, oauth = oe.err, oe.oauth
+	}
+	e := AsError(err)
+	if e.Code == Unavailable && e.Err != nil {
+		h.o.Logger.Error("request failed", "request_id", requestID(c), "err", e.Err)
+	}
+	if c.Request().URL.Path == tokenPath {
+		writeOAuthError(c, e, oauth)
+		return
+	}
+	setRetryAfter(c, e.RetryAfter)
+	_ = c.JSON(e.Code.Status(), errorBody{Error: string(e.Code), Description: e.Description, RequestID: requestID(c)})
+}
+
+func fromEcho(he *echo.HTTPError) *Error {
+	switch he.Code {
+	case http.StatusNotFound:
+		return errorf(NotFound, "no such endpoint")
+	case http.StatusMethodNotAllowed:
+		return errorf(InvalidRequest, "method not allowed")
+	case http.StatusRequestEntityTooLarge:
+		return errorf(RequestTooLarge, "request body is larger than %d KiB", MaxBodyBytes>>10)
+	}
+	if he.Code >= 400 && he.Code < 500 {
+		return errorf(InvalidRequest, "%s", http.StatusText(he.Code))
+	}
+	return &Error{Code: Unavailable, Description: "internal error; try again", RetryAfter: 5 * time.Second, Err: he}
+}
+
+func setRetryAfter(c echo.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	c.Response().Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
+}

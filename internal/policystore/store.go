@@ -1,0 +1,147 @@
+// Package policystore holds the live trust policy set and reloads it from
+// disk, keeping the last good set when a reload fails.
+package policystore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ferry-broker/ferry/internal/trust"
+)
+
+// Store serves the current policy set to concurrent requests without locks
+// and swaps in a new one atomically.
+type Store struct {
+	dir    string
+	opts   trust.LoadOptions
+	logger *slog.Logger
+
+	current atomic.Pointer[trust.Set]
+
+	mu      sync.Mutex // serialises reloads
+	loaded  string     // fingerprint of the files behind current
+	lastErr error
+}
+
+// Open loads dir once; a broken set at start is an error, since there is no
+// last good set to fall back on.
+func Open(dir string, opts trust.LoadOptions, logger *slog.Logger) (*Store, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{dir: dir, opts: opts, logger: logger}
+	if _, err := s.Reload(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Current returns the live set.
+func (s *Store) Current() *trust.Set { return s.current.Load() }
+
+// Known reports whether name is a loaded policy.
+func (s *Store) Known(name string) bool {
+	set := s.current.Load()
+	if set == nil {
+		return false
+	}
+	_, ok := set.Lookup(name)
+	return ok
+}
+
+// LastError is the error of the most recent reload, nil after a good one.
+func (s *Store) LastError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastErr
+}
+
+// Reload reads the directory again if its files changed. It reports whether
+// a new set was installed; on error the previous set stays live.
+func (s *Store) Reload() (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fp, err := fingerprint(s.dir)
+	if err != nil {
+		s.lastErr = fmt.Errorf("reload policies from %s: %w", s.dir, err)
+		return false, s.lastErr
+	}
+	if fp == s.loaded && s.current.Load() != nil {
+		return false, nil
+	}
+	set, err := trust.LoadDir(s.dir, s.opts)
+	if err != nil {
+		s.lastErr = fmt.Errorf("reload policies from %s: %w", s.dir, err)
+		return false, s.lastErr
+	}
+	s.current.Store(set)
+	s.loaded, s.lastErr = fp, nil
+	return true, nil
+}
+
+// Watch reloads every interval and whenever signal fires, until ctx ends.
+func (s *Store) Watch(ctx context.Context, interval time.Duration, signal <-chan os.Signal) {
+	var tick <-chan time.Time
+	if interval > 0 {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+		case <-signal:
+		}
+		changed, err := s.Reload()
+		switch {
+		case err != nil:
+			s.logger.ErrorContext(ctx, "policy reload failed; keeping the last good set", "err", err)
+		case changed:
+			s.logger.InfoContext(ctx, "policies reloaded", "policies", s.Current().Len())
+		}
+	}
+}
+
+// fingerprint hashes the names, sizes and contents of the policy files, so
+// an unchanged directory is not parsed again on every tick.
+func fingerprint(dir string) (string, error) {
+	var files []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && path != dir {
+			return fs.SkipDir
+		}
+		if ext := filepath.Ext(path); !d.IsDir() && (ext == ".yaml" || ext == ".yml") {
+			files = append(files, path)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	sort.Strings(files)
+	h := sha256.New()
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(f), len(data))
+		h.Write(data)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
