@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/ferry-broker/ferry/internal/client"
+)
+
+func runExchange(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ferry exchange", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	brokerURL := fs.String("url", os.Getenv("FERRY_URL"), "broker URL (default $FERRY_URL)")
+	policy := fs.String("policy", os.Getenv("FERRY_POLICY"), "trust policy name (default $FERRY_POLICY)")
+	audience := fs.String("audience", envOr("FERRY_AUDIENCE", "ferry"), "audience to request the GitHub Actions token for")
+	tokenFile := fs.String("token-file", "", `read the CI token from this file ("-" for stdin) instead of the job's environment`)
+	duration := fs.String("duration", "", "credential lifetime, at most the policy's (e.g. 15m)")
+	format := fs.String("format", "json", "output: "+strings.Join(client.Formats, " | "))
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	switch {
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "ferry exchange: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	case *brokerURL == "":
+		fmt.Fprintln(stderr, "ferry exchange: --url (or FERRY_URL) is required")
+		return exitUsage
+	case *policy == "":
+		fmt.Fprintln(stderr, "ferry exchange: --policy (or FERRY_POLICY) is required")
+		return exitUsage
+	case !slices.Contains(client.Formats, *format):
+		fmt.Fprintf(stderr, "ferry exchange: --format %q is not one of %s\n", *format, strings.Join(client.Formats, ", "))
+		return exitUsage
+	}
+
+	var token string
+	var err error
+	if *tokenFile != "" {
+		token, err = client.ReadTokenFile(*tokenFile, os.Stdin)
+	} else {
+		token, err = client.FindToken(ctx, os.Getenv, *audience, nil)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry exchange: %v\n", err)
+		return exitFail
+	}
+	c := &client.Client{BaseURL: *brokerURL}
+	res, err := c.Exchange(ctx, client.ExchangeRequest{Policy: *policy, Token: token, Duration: *duration})
+	if err != nil {
+		var apiErr *client.APIError
+		if errors.As(err, &apiErr) {
+			fmt.Fprintf(stderr, "ferry exchange: refused: %v\n", apiErr)
+		} else {
+			fmt.Fprintf(stderr, "ferry exchange: %v\n", err)
+		}
+		return exitFail
+	}
+	if err := client.Output(stdout, res, *format, os.Getenv); err != nil {
+		fmt.Fprintf(stderr, "ferry exchange: %v\n", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+func envOr(name, fallback string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return fallback
+}
