@@ -14,13 +14,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	policies := fs.String("policies", "", "policy directory (default ./trustpolicies, else the built-in examples)")
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return usageCode(err)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "ferry demo: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
-	if err := demo.Run(ctx, demo.Options{Out: stdout, PoliciesDir: *policies, Logger: newLogger(stderr, "warn")}); err != nil {
+	if err := demo.Run(ctx, demo.Options{Out: stdout, PoliciesDir: *policies, Logger: newLogger(stderr, "error")}); err != nil {
 		fmt.Fprintf(stderr, "ferry demo: %v\n", err)
 		return exitFail
 	}

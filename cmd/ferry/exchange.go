@@ -23,7 +23,7 @@ func runExchange(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	duration := fs.String("duration", "", "credential lifetime, at most the policy's (e.g. 15m)")
 	format := fs.String("format", "json", "output: "+strings.Join(client.Formats, " | "))
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return usageCode(err)
 	}
 	switch {
 	case fs.NArg() > 0:

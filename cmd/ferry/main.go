@@ -3,6 +3,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -27,13 +29,14 @@ func commands() map[string]command {
 		"serve":    {runServe, "run the broker"},
 		"demo":     {runDemo, "the whole flow on this machine, no cloud account needed"},
 		"exchange": {runExchange, "exchange this job's CI token for a credential"},
+		"keygen":   {runKeygen, "write a new signing key for Ferry-signed tokens"},
 		"policy":   {runPolicy, "validate, test, explain and size up trust policies"},
 		"audit":    {runAudit, "verify and report on the audit log"},
 		"version":  {runVersion, "print the version"},
 	}
 }
 
-var order = []string{"serve", "demo", "exchange", "policy", "audit", "version"}
+var order = []string{"serve", "demo", "exchange", "policy", "audit", "keygen", "version"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -68,4 +71,13 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-9s %s\n", name, cmds[name].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'ferry COMMAND -h' for a command's flags.")
+}
+
+// usageCode is the exit code for a flag parse error: asking for help
+// succeeds, anything else is a usage error.
+func usageCode(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	return exitUsage
 }

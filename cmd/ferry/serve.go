@@ -18,7 +18,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	cfgPath := fs.String("config", "", "config file (default: the embedded defaults)")
 	listen := fs.String("listen", "", "address to listen on, overriding the config's listen")
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return usageCode(err)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "ferry serve: unexpected argument %q\n", fs.Arg(0))

@@ -135,6 +135,10 @@ func Run(ctx context.Context, o Options) (err error) {
 		p.line("    moto_server -p 5000 &  AWS_ENDPOINT_URL=http://127.0.0.1:5000 ferry demo")
 		p.line("The token grant below runs the same verify → authorize → mint → audit path.")
 	}
+	p.step("gcp-deploy (gcp grant)")
+	p.line("Loaded but not served here: a GCP grant needs Google credentials (ADC or workload")
+	p.line("identity federation, see deploy/gcp). The tests mint through the real IAM Credentials")
+	p.line("client against an in-process server: go test ./internal/mint/gcpiam ./internal/exchange")
 	if err := d.allowToken(ctx); err != nil {
 		return err
 	}
