@@ -504,6 +504,28 @@ func TestUpstreamFailureIs502AndReleasesTheToken(t *testing.T) {
 	}
 }
 
+func TestAnUnrecordedGrantIsWithheldAndDoesNotBurnTheToken(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	tok := h.sign(h.gh, "github-push-main", nil)
+	h.auditBroken.Store(true)
+	r := h.exchange("artifacts", tok, nil)
+	wantError(t, r, 503, "unavailable")
+	if r.header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+	if strings.Contains(r.raw, "eyJ") {
+		t.Errorf("the withheld answer carries a token: %s", r.raw)
+	}
+	h.auditBroken.Store(false)
+	if r := h.exchange("artifacts", tok, nil); r.status != 200 {
+		t.Fatalf("retry once the log recovers: %d %s", r.status, r.raw)
+	}
+	recs := h.auditRecords()
+	if len(recs) != 1 || recs[0].Decision != audit.Allow {
+		t.Fatalf("audit log = %+v, want only the recorded allow", recs)
+	}
+}
+
 func TestMetricsCountDecisions(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.exchange("artifacts", h.sign(h.gh, "github-push-main", nil), nil)

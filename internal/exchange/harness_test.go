@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -119,6 +121,21 @@ type harness struct {
 	gcp       *gcpfake.Server
 	moto      *moto.Server
 	service   *exchange.Service
+	// auditBroken makes every audit write fail, as a full disk would.
+	auditBroken atomic.Bool
+}
+
+// breakableAudit is the real audit log with a switch that makes writes fail.
+type breakableAudit struct {
+	log    *audit.Log
+	broken *atomic.Bool
+}
+
+func (b breakableAudit) Write(ctx context.Context, r audit.Record) (audit.Record, error) {
+	if b.broken.Load() {
+		return audit.Record{}, errors.New("write audit.log: no space left on device")
+	}
+	return b.log.Write(ctx, r)
 }
 
 type harnessOpts struct {
@@ -185,7 +202,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	}
 
 	deps := exchange.Deps{
-		Verifier: pool, Policies: store, Replay: replay.NewMemory(), Audit: auditLog,
+		Verifier: pool, Policies: store, Replay: replay.NewMemory(), Audit: breakableAudit{auditLog, &h.auditBroken},
 		Token: signer, Logger: logger, Metrics: exchange.NewMetrics(store.Known),
 		MintTimeout: o.mintTimeout,
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -156,15 +157,17 @@ func (s *Service) Exchange(ctx context.Context, req Request) (*Result, error) {
 	}
 	start := s.d.Now()
 	rec := audit.Record{RequestID: req.RequestID, Policy: req.Policy, ClientIP: req.ClientIP}
-	res, err := s.exchange(ctx, req, &rec)
+	res, replayKey, err := s.exchange(ctx, req, &rec)
 	if err != nil {
 		return nil, s.deny(ctx, req, &rec, start, err)
 	}
 	rec.Decision = audit.Allow
 	if _, aerr := s.d.Audit.Write(ctx, rec); aerr != nil {
 		// Every grant is recorded or not made: the credential is already
-		// minted, but it self-expires and the caller never sees it.
+		// minted, but it self-expires and the caller never sees it, so the
+		// job may try again with the same token once the log recovers.
 		s.d.Logger.ErrorContext(ctx, "audit write failed; withholding credential", "request_id", req.RequestID, "err", aerr)
+		s.release(ctx, req, replayKey)
 		s.d.Metrics.observe(rec.Policy, audit.Deny, string(Unavailable), s.d.Now().Sub(start))
 		return nil, &Error{Code: Unavailable, Description: "the broker could not record the decision; no credential was issued", RetryAfter: 5 * time.Second, Err: aerr}
 	}
@@ -211,44 +214,46 @@ func (s *Service) log(ctx context.Context, req Request, e *Error) {
 	s.d.Logger.Log(ctx, level, "exchange refused", attrs...)
 }
 
-func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) (*Result, error) {
+// exchange decides and mints. It returns the replay key it claimed, for
+// Exchange to release should the grant not be recorded.
+func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) (*Result, string, error) {
 	if req.Policy == "" {
-		return nil, errorf(InvalidRequest, `missing field "policy"`)
+		return nil, "", errorf(InvalidRequest, `missing field "policy"`)
 	}
 	if req.Token == "" {
-		return nil, errorf(InvalidRequest, `missing field "token" (or an Authorization: Bearer header)`)
+		return nil, "", errorf(InvalidRequest, `missing field "token" (or an Authorization: Bearer header)`)
 	}
 	if req.Duration < 0 {
-		return nil, errorf(InvalidRequest, "duration must be positive")
+		return nil, "", errorf(InvalidRequest, "duration must be positive")
 	}
 
 	id, err := s.d.Verifier.Verify(ctx, req.Token)
 	if err != nil {
-		return nil, verifyError(err)
+		return nil, "", verifyError(err)
 	}
 	fillIdentity(rec, id)
 
 	set := s.d.Policies.Current()
 	if set == nil {
-		return nil, &Error{Code: Unavailable, Description: "no trust policies are loaded", RetryAfter: 5 * time.Second}
+		return nil, "", &Error{Code: Unavailable, Description: "no trust policies are loaded", RetryAfter: 5 * time.Second}
 	}
 	dec := set.Authorize(id.Issuer, req.Policy, id.Claims)
 	rec.Rule = dec.Rule
 	if !dec.Allowed {
-		return nil, &Error{Code: AccessDenied, Description: dec.Reason, Rule: dec.Rule}
+		return nil, "", &Error{Code: AccessDenied, Description: dec.Reason, Rule: dec.Rule}
 	}
 	pol := dec.Policy
 	grant, err := pol.Render(id.Claims)
 	if err != nil {
-		return nil, &Error{Code: AccessDenied, Description: err.Error(), Rule: "grant"}
+		return nil, "", &Error{Code: AccessDenied, Description: err.Error(), Rule: "grant"}
 	}
-	if !grantAllowed(grant.Type(), req.GrantTypes) {
-		return nil, &Error{Code: InvalidRequest, Rule: "grant_type",
+	if len(req.GrantTypes) > 0 && !slices.Contains(req.GrantTypes, grant.Type()) {
+		return nil, "", &Error{Code: InvalidRequest, Rule: "grant_type",
 			Description: fmt.Sprintf("policy %q grants %s credentials, which this endpoint does not serve; use POST /v1/exchange", pol.Name, grant.Type())}
 	}
 	lifetime, err := clampDuration(pol.Name, req.Duration, grant.MaxDuration())
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 
 	// Single use: claimed only once the request is otherwise good, so a
@@ -256,10 +261,10 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 	key := id.Issuer + "\x00" + pol.Name + "\x00" + id.Claims.ID
 	fresh, err := s.d.Replay.Claim(ctx, key, id.Claims.Expiry.Add(s.d.ReplayLeeway))
 	if err != nil {
-		return nil, &Error{Code: Unavailable, Description: "the replay store is unreachable; refusing rather than risking a replay", RetryAfter: 5 * time.Second, Err: err}
+		return nil, "", &Error{Code: Unavailable, Description: "the replay store is unreachable; refusing rather than risking a replay", RetryAfter: 5 * time.Second, Err: err}
 	}
 	if !fresh {
-		return nil, &Error{Code: InvalidToken, Rule: "replay",
+		return nil, "", &Error{Code: InvalidToken, Rule: "replay",
 			Description: fmt.Sprintf("token jti %s was already used for policy %q; request a fresh token", claims.Describe(id.Claims.ID), pol.Name)}
 	}
 
@@ -269,26 +274,19 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 	if err != nil {
 		// Nothing was issued: let the job try again with the same token,
 		// which matters on GitLab where a job has only the one.
-		if rerr := s.d.Replay.Release(context.WithoutCancel(ctx), key); rerr != nil {
-			s.d.Logger.WarnContext(ctx, "replay release failed", "request_id", req.RequestID, "err", rerr)
-		}
-		return nil, err
+		s.release(ctx, req, key)
+		return nil, "", err
 	}
 	res.Policy, res.RequestID = pol.Name, req.RequestID
 	rec.Credential = cred
-	return res, nil
+	return res, key, nil
 }
 
-func grantAllowed(t string, allowed []string) bool {
-	if len(allowed) == 0 {
-		return true
+// release gives a token id back after a request that issued nothing.
+func (s *Service) release(ctx context.Context, req Request, key string) {
+	if err := s.d.Replay.Release(context.WithoutCancel(ctx), key); err != nil {
+		s.d.Logger.WarnContext(ctx, "replay release failed", "request_id", req.RequestID, "err", err)
 	}
-	for _, a := range allowed {
-		if a == t {
-			return true
-		}
-	}
-	return false
 }
 
 // clampDuration applies the contract: a request may ask for less than the
