@@ -77,6 +77,9 @@ func (s *Store) Reload() (bool, error) {
 		return false, s.lastErr
 	}
 	if fp == s.loaded && s.current.Load() != nil {
+		// The files are those behind the live set again (a broken edit
+		// was reverted): nothing to install, and nothing wrong any more.
+		s.lastErr = nil
 		return false, nil
 	}
 	set, err := trust.LoadDir(s.dir, s.opts)
@@ -104,12 +107,15 @@ func (s *Store) Watch(ctx context.Context, interval time.Duration, signal <-chan
 		case <-tick:
 		case <-signal:
 		}
+		failing := s.LastError() != nil
 		changed, err := s.Reload()
 		switch {
 		case err != nil:
 			s.logger.ErrorContext(ctx, "policy reload failed; keeping the last good set", "err", err)
 		case changed:
 			s.logger.InfoContext(ctx, "policies reloaded", "policies", s.Current().Len())
+		case failing:
+			s.logger.InfoContext(ctx, "policy files fixed; the last good set is live", "policies", s.Current().Len())
 		}
 	}
 }
