@@ -1,0 +1,47 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { plan } from './credentials.js';
+
+const aws = {
+  policy: 'deploy', request_id: 'r1', expires_at: '2026-11-23T10:15:00Z',
+  aws: { access_key_id: 'ASIAKEY', secret_access_key: 'SECRET', session_token: 'SESSION', expiration: '2026-11-23T10:15:00Z', role_arn: 'arn:aws:iam::1:role/d' },
+};
+
+test('an aws plan masks the key id, secret and session token', () => {
+  const p = plan(aws);
+  assert.deepEqual(p.secrets, ['ASIAKEY', 'SECRET', 'SESSION']);
+  assert.deepEqual(p.env.map(([n]) => n), ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_CREDENTIAL_EXPIRATION']);
+  const outputs = Object.fromEntries(p.outputs);
+  assert.equal(outputs['aws-access-key-id'], 'ASIAKEY');
+  assert.equal(outputs['aws-secret-access-key'], undefined);
+  assert.equal(outputs['credential-type'], 'aws');
+});
+
+test('aws-region and output-credentials add what they say', () => {
+  const p = plan(aws, { region: 'eu-west-1', outputCredentials: true });
+  const env = Object.fromEntries(p.env);
+  assert.equal(env.AWS_REGION, 'eu-west-1');
+  assert.equal(env.AWS_DEFAULT_REGION, 'eu-west-1');
+  const outputs = Object.fromEntries(p.outputs);
+  assert.equal(outputs['aws-secret-access-key'], 'SECRET');
+  assert.equal(outputs['aws-session-token'], 'SESSION');
+});
+
+test('every value a plan exports or outputs as a credential is a secret', () => {
+  const results = [
+    aws,
+    { policy: 'g', request_id: 'r', gcp: { access_token: 'ya29.x', expires_at: 'e', service_account: 'sa@p.iam.gserviceaccount.com' } },
+    { policy: 't', request_id: 'r', token: { token: 'eyJ.a.b', expires_at: 'e' } },
+  ];
+  for (const res of results) {
+    const p = plan(res, { outputCredentials: true });
+    const credentialNames = /^(AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|CLOUDSDK_AUTH_ACCESS_TOKEN|GOOGLE_OAUTH_ACCESS_TOKEN|FERRY_TOKEN|aws-access-key-id|aws-secret-access-key|aws-session-token|access-token|token)$/;
+    for (const [name, value] of [...p.env, ...p.outputs]) {
+      if (credentialNames.test(name)) assert.ok(p.secrets.includes(value), `${name} is not masked`);
+    }
+  }
+});
+
+test('a result with no credential has no plan', () => {
+  assert.throws(() => plan({ policy: 'p' }), /no credential/);
+});
