@@ -104,7 +104,7 @@ func githubEnv(w io.Writer, res *exchange.Result, env Env) error {
 	vars := envVars(res)
 	for _, kv := range vars {
 		if secret(kv[0]) {
-			if _, err := fmt.Fprintf(w, "::add-mask::%s\n", kv[1]); err != nil {
+			if err := addMask(w, kv[1]); err != nil {
 				return err
 			}
 		}
@@ -129,6 +129,29 @@ func githubEnv(w io.Writer, res *exchange.Result, env Env) error {
 	}
 	_, err = fmt.Fprintf(w, "Ferry: exported %d variables for policy %q, valid until %s\n", len(vars), res.Policy, res.ExpiresAt.UTC().Format(time.RFC3339))
 	return err
+}
+
+// addMask registers s with the runner's log masker the way @actions/core's
+// setSecret does. The runner masks log lines one at a time, so each line
+// of s gets its own mask; a raw newline would also end the command early
+// and print the rest of s to the log as ordinary output.
+func addMask(w io.Writer, s string) error {
+	lines := strings.FieldsFunc(s, func(r rune) bool { return r == '\r' || r == '\n' })
+	for _, line := range lines {
+		forms := []string{line}
+		if strings.Contains(line, "%") {
+			// The toolkit escapes % as %25 and runners unescape it, but
+			// not every runner version has: mask both readings, since
+			// one extra mask hides nothing that matters.
+			forms = append(forms, strings.ReplaceAll(line, "%", "%25"))
+		}
+		for _, f := range forms {
+			if _, err := fmt.Fprintf(w, "::add-mask::%s\n", f); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func randomHex() string {
