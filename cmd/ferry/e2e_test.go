@@ -432,6 +432,41 @@ func TestCLIUsageAndBadConfig(t *testing.T) {
 	}
 }
 
+// TestServeStartFailuresExitCleanly covers what only starting the broker
+// finds: each must be exit 1 with the reason, never a panic.
+func TestServeStartFailuresExitCleanly(t *testing.T) {
+	policies, err := filepath.Abs(filepath.Join("..", "..", "trustpolicies"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := func(extra string) string {
+		return "listen: 127.0.0.1:0\npolicies: " + policies + "\n" +
+			"issuers:\n  - {name: github, issuer: https://token.actions.githubusercontent.com, audiences: [ferry]}\n" +
+			"  - {name: gitlab, issuer: https://gitlab.com, audiences: [ferry]}\n" + extra
+	}
+	tests := []struct {
+		name, config, want string
+	}{
+		{"a signing key that does not exist", base("token: {issuer: https://ferry.example.com, signing_key: ./missing.pem}\n"), "token.signing_key"},
+		{"a policy directory that does not exist", strings.Replace(base(""), policies, "./nope", 1), "nope"},
+		{"a policy naming an issuer that is not configured", strings.Replace(base(""), "name: gitlab", "name: gitlab-selfmanaged", 1), `issuer "gitlab" is not configured`},
+		{"an audit log that cannot be created", base("audit: {path: /proc/ferry-nope/audit.log}\n"), "audit log"},
+		{"a Redis replay store that is not there", base("replay: {store: redis, redis_url: \"redis://127.0.0.1:1/0\"}\n"), "replay store"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := filepath.Join(t.TempDir(), "ferry.yaml")
+			if err := os.WriteFile(cfg, []byte(tt.config), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r := runBin(t, nil, "serve", "--config", cfg)
+			if r.code != 1 || !strings.Contains(r.stderr, tt.want) || strings.Contains(r.stderr, "panic") {
+				t.Errorf("exit %d, want 1 with %q:\n%s", r.code, tt.want, r.stderr)
+			}
+		})
+	}
+}
+
 func TestDemoRunsEndToEnd(t *testing.T) {
 	r := runBin(t, []string{"AWS_ENDPOINT_URL=", "AWS_ENDPOINT_URL_STS="}, "demo")
 	if r.code != 0 {

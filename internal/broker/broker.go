@@ -57,12 +57,14 @@ type Broker struct {
 
 // New builds a broker. Everything that can be checked before serving is
 // checked here, so a bad config fails at start with a clear error.
-func New(ctx context.Context, cfg *config.Config, o Options) (b *Broker, err error) {
+func New(ctx context.Context, cfg *config.Config, o Options) (_ *Broker, err error) {
 	logger := o.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	b = &Broker{cfg: cfg, logger: logger}
+	// b is closed, not returned, when a later step fails: the named result
+	// is nil then, so the cleanup must hold its own reference.
+	b := &Broker{cfg: cfg, logger: logger}
 	defer func() {
 		if err != nil {
 			b.Close()

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -121,4 +122,25 @@ func BenchmarkExchangeAWS(b *testing.B) {
 // ES256 signature and the audit write.
 func BenchmarkExchangeToken(b *testing.B) {
 	benchExchange(b, "artifacts", "github-push-main")
+}
+
+// BenchmarkExchangeTokenParallel is the token grant with every core busy:
+// its ns/op is the broker's throughput ceiling (1s / ns/op exchanges a
+// second), the figure to size replicas by.
+func BenchmarkExchangeTokenParallel(b *testing.B) {
+	svc, gh := benchService(b)
+	toks := tokens(b, gh, "github-push-main", b.N)
+	ctx := context.Background()
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := next.Add(1) - 1
+			if _, err := svc.Exchange(ctx, exchange.Request{Policy: "artifacts", Token: toks[i]}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

@@ -41,10 +41,6 @@ type HTTPOptions struct {
 	RateBurst     int
 }
 
-type ctxKey int
-
-const requestIDKey ctxKey = iota
-
 // NewHandler serves the contract's HTTP API.
 func NewHandler(svc *Service, o HTTPOptions) http.Handler {
 	if o.Logger == nil {

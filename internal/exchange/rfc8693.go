@@ -61,7 +61,7 @@ func (h *handler) tokenExchange(c echo.Context) error {
 	case res.Token != nil:
 		out.AccessToken, out.IssuedTokenType = res.Token.Token, TokenTypeJWT
 	}
-	out.ExpiresIn = int64(res.ExpiresAt.Sub(time.Now()).Round(time.Second) / time.Second)
+	out.ExpiresIn = int64(time.Until(res.ExpiresAt).Round(time.Second) / time.Second)
 	if out.ExpiresIn < 1 {
 		out.ExpiresIn = 1
 	}
