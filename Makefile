@@ -4,9 +4,9 @@
 GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test demo deps lint bench build fuzz
+.PHONY: test demo deps lint bench build fuzz actions-dist
 
-test: deps lint
+test: deps lint actions-dist
 	$(GO) test -count=1 ./...
 
 demo:
@@ -23,11 +23,18 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	@command -v moto_server >/dev/null 2>&1 || echo "warning: moto_server not found: the STS tests will fail in CI and skip locally"
 	@command -v aws >/dev/null 2>&1 || echo "warning: the aws CLI not found: the CLI tests will fail in CI and skip locally"
+	@for c in node npm curl bash dash; do command -v $$c >/dev/null 2>&1 || echo "warning: $$c not found: the GitHub Action and GitLab template tests will fail in CI and skip locally"; done
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+
+# The GitHub Action runs the committed dist/: rebuild it with the pinned
+# toolchain and fail if that changes anything.
+actions-dist:
+	cd actions/github && npm ci --no-audit --no-fund --loglevel=error && npm test && npm run build
+	@test -z "$$(git status --porcelain -- actions/github/dist)" || { echo "actions/github/dist is stale: run 'make actions-dist' and commit it"; git status --short -- actions/github/dist; exit 1; }
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/trust ./internal/exchange ./internal/identity ./internal/mint/tokensign
