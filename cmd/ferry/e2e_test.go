@@ -411,12 +411,13 @@ func TestCLIUsageAndBadConfig(t *testing.T) {
 		{"version", []string{"version"}, 0, "ferry "},
 		{"exchange without a url", []string{"exchange", "--policy", "p"}, 2, "--url"},
 		{"exchange with a bad format", []string{"exchange", "--url", "http://127.0.0.1:1", "--policy", "p", "--format", "xml"}, 2, "--format"},
+		{"exchange --format github outside GitHub Actions", []string{"exchange", "--url", "http://127.0.0.1:1", "--policy", "p", "--format", "github"}, 2, "needs GITHUB_ENV"},
 		{"serve with a missing config", []string{"serve", "--config", "/nonexistent/ferry.yaml"}, 1, "read config"},
 		{"serve with a bad flag", []string{"serve", "--nope"}, 2, "flag provided but not defined"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := runBin(t, []string{"FERRY_URL=", "FERRY_POLICY="}, tt.args...)
+			r := runBin(t, []string{"FERRY_URL=", "FERRY_POLICY=", "GITHUB_ENV="}, tt.args...)
 			if r.code != tt.code || !strings.Contains(r.stdout+r.stderr, tt.want) {
 				t.Errorf("exit %d, want %d; output lacks %q:\n%s%s", r.code, tt.code, tt.want, r.stdout, r.stderr)
 			}

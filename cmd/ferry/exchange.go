@@ -21,7 +21,13 @@ func runExchange(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	audience := fs.String("audience", envOr("FERRY_AUDIENCE", "ferry"), "audience to request the GitHub Actions token for")
 	tokenFile := fs.String("token-file", "", `read the CI token from this file ("-" for stdin) instead of the job's environment`)
 	duration := fs.String("duration", "", "credential lifetime, at most the policy's (e.g. 15m)")
-	format := fs.String("format", "json", "output: "+strings.Join(client.Formats, " | "))
+	format := fs.String("format", "json", "output: "+strings.Join(client.Formats, " | ")+`
+  json                the broker's answer
+  env                 export lines: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
+                      CLOUDSDK_AUTH_ACCESS_TOKEN and GOOGLE_OAUTH_ACCESS_TOKEN (gcloud), FERRY_TOKEN
+  credential-process  AWS's credential_process JSON
+  github              mask the secrets and append the env variables to $GITHUB_ENV
+  token               the raw GCP access token or Ferry-signed token`)
 	if err := fs.Parse(args); err != nil {
 		return usageCode(err)
 	}
@@ -37,6 +43,10 @@ func runExchange(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return exitUsage
 	case !slices.Contains(client.Formats, *format):
 		fmt.Fprintf(stderr, "ferry exchange: --format %q is not one of %s\n", *format, strings.Join(client.Formats, ", "))
+		return exitUsage
+	case *format == "github" && os.Getenv("GITHUB_ENV") == "":
+		// Checked before the exchange spends the job's token.
+		fmt.Fprintln(stderr, "ferry exchange: --format github needs GITHUB_ENV (it runs inside a GitHub Actions step)")
 		return exitUsage
 	}
 
@@ -63,7 +73,7 @@ func runExchange(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return exitFail
 	}
 	if err := client.Output(stdout, res, *format, os.Getenv); err != nil {
-		fmt.Fprintf(stderr, "ferry exchange: %v\n", err)
+		fmt.Fprintf(stderr, "ferry exchange: %v (the credential of request %s was not printed; it expires by itself)\n", err, res.RequestID)
 		return exitFail
 	}
 	return exitOK

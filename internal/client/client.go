@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -67,9 +68,9 @@ func (c *Client) Exchange(ctx context.Context, req ExchangeRequest) (*exchange.R
 	if err != nil {
 		return nil, fmt.Errorf("encode request: %w", err)
 	}
-	endpoint, err := url.JoinPath(c.BaseURL, "/v1/exchange")
+	endpoint, err := brokerEndpoint(c.BaseURL)
 	if err != nil {
-		return nil, fmt.Errorf("broker url %q: %w", c.BaseURL, err)
+		return nil, err
 	}
 	attempts := c.Attempts
 	if attempts <= 0 {
@@ -110,11 +111,42 @@ func (c *Client) maxWait() time.Duration {
 	return 10 * time.Second
 }
 
+// brokerEndpoint is the exchange URL under base. The request carries the
+// job's token, so it goes only over TLS, or in the clear to this machine.
+func brokerEndpoint(base string) (string, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return "", fmt.Errorf("broker url %q: %w", base, err)
+	}
+	switch {
+	case u.Host == "":
+		return "", fmt.Errorf("broker url %q: want https://HOST", base)
+	case u.Scheme == "https":
+	case u.Scheme == "http" && isLoopback(u.Hostname()):
+	default:
+		return "", fmt.Errorf("broker url %q: the token is sent only over https (plain http only to localhost)", base)
+	}
+	return u.JoinPath("/v1/exchange").String(), nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 func (c *Client) httpClient() *http.Client {
 	if c.HTTP != nil {
 		return c.HTTP
 	}
-	return &http.Client{Timeout: 30 * time.Second}
+	return &http.Client{
+		Timeout: 30 * time.Second,
+		// A redirect would resend the body, token and all, wherever the
+		// Location points; post reports it instead.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }
 
 // post makes one attempt. wait < 0 means the failure is final; otherwise it
@@ -136,6 +168,9 @@ func (c *Client) post(ctx context.Context, endpoint string, body []byte) (*excha
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
 		return nil, 0, fmt.Errorf("exchange: read response: %w", err)
+	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return nil, -1, fmt.Errorf("exchange: the broker answered HTTP %d redirecting to %q; the token is not sent on to another address: use the broker's own URL", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	if resp.StatusCode != http.StatusOK {
 		apiErr := &APIError{Status: resp.StatusCode}

@@ -401,6 +401,19 @@ func TestExchangeOtherFailures(t *testing.T) {
 		}, "no aws, gcp or token credential", -1},
 		{"connection refused", func(t *testing.T) string { return closedURL }, "exchange:", -1},
 		{"bad base url", func(t *testing.T) string { return "http://[::1" }, "broker url", -1},
+		{"plain http to another host", func(t *testing.T) string { return "http://ferry.example.com" }, "only over https", -1},
+		{"no scheme", func(t *testing.T) string { return "ferry.example.com" }, "want https://HOST", -1},
+		{"a redirect", func(t *testing.T) string {
+			elsewhere := newBroker(t, reply{status: 200, body: `{"token":{"token":"x"}}`})
+			t.Cleanup(func() {
+				if n := len(elsewhere.seen()); n != 0 {
+					t.Errorf("the redirect target got %d requests carrying the token", n)
+				}
+			})
+			redirect := httptest.NewServer(http.RedirectHandler(elsewhere.srv.URL+"/v1/exchange", http.StatusTemporaryRedirect))
+			t.Cleanup(redirect.Close)
+			return redirect.URL
+		}, "not sent on to another address", -1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

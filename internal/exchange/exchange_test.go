@@ -604,6 +604,7 @@ func TestRFC8693TokenExchange(t *testing.T) {
 		{"a repeated parameter", bad(func(f url.Values) { f.Add("audience", "other") }), 400, "invalid_request"},
 		{"an unknown policy", bad(func(f url.Values) { f.Set("audience", "nope") }), 400, "invalid_target"},
 		{"an aws policy", form("deploy-prod", h.sign(h.gh, "github-environment-production", nil)), 400, "invalid_target"},
+		{"an aws policy the claims do not satisfy", form("deploy-prod", h.sign(h.gh, "github-push-main", nil)), 400, "invalid_target"},
 		{"a forged token", bad(func(f url.Values) { f.Set("subject_token", "x.y.z") }), 400, "invalid_grant"},
 		{"claims that fail the policy", form("artifacts", h.sign(h.gh, "github-push-main", func(c map[string]any) { c["ref"] = "refs/heads/x" })), 400, "invalid_grant"},
 	}

@@ -237,6 +237,12 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 	if set == nil {
 		return nil, "", &Error{Code: Unavailable, Description: "no trust policies are loaded", RetryAfter: 5 * time.Second}
 	}
+	// An endpoint that cannot serve the policy's grant says so before the
+	// claims are weighed: the caller is at the wrong door either way.
+	if p, ok := set.Lookup(req.Policy); ok && len(req.GrantTypes) > 0 && !slices.Contains(req.GrantTypes, p.Grant.Type()) {
+		return nil, "", &Error{Code: InvalidRequest, Rule: "grant_type",
+			Description: fmt.Sprintf("policy %q grants %s credentials, which this endpoint does not serve; use POST /v1/exchange", p.Name, p.Grant.Type())}
+	}
 	dec := set.Authorize(id.Issuer, req.Policy, id.Claims)
 	rec.Rule = dec.Rule
 	if !dec.Allowed {
@@ -246,10 +252,6 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 	grant, err := pol.Render(id.Claims)
 	if err != nil {
 		return nil, "", &Error{Code: AccessDenied, Description: err.Error(), Rule: "grant"}
-	}
-	if len(req.GrantTypes) > 0 && !slices.Contains(req.GrantTypes, grant.Type()) {
-		return nil, "", &Error{Code: InvalidRequest, Rule: "grant_type",
-			Description: fmt.Sprintf("policy %q grants %s credentials, which this endpoint does not serve; use POST /v1/exchange", pol.Name, grant.Type())}
 	}
 	lifetime, err := clampDuration(pol.Name, req.Duration, grant.MaxDuration())
 	if err != nil {
