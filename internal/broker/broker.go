@@ -189,11 +189,11 @@ func warnUnservable(logger *slog.Logger, set *trust.Set, d exchange.Deps) {
 }
 
 // ready is /readyz: policies loaded and every issuer's keys reachable.
-func (b *Broker) ready(ctx context.Context) error {
+func (b *Broker) ready(ctx context.Context) ([]string, error) {
 	if b.policies.Current() == nil {
-		return errors.New("no policies loaded")
+		return nil, errors.New("no policies loaded")
 	}
-	return b.verifier.Ready(ctx)
+	return b.verifier.Readiness(ctx)
 }
 
 // Handler is the HTTP API.

@@ -381,25 +381,37 @@ func TestRateLimitAnswers429WithRetryAfter(t *testing.T) {
 func TestIssuerDownWithNoKeysIs503(t *testing.T) {
 	var skew atomic.Int64
 	h := newHarness(t, harnessOpts{now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }})
+	// Fetches are rate-limited per issuer, so a recovery is seen once the
+	// Retry-After has passed.
+	later := func() { skew.Add(int64(identity.DefaultMinRefresh + time.Second)) }
 	tok := h.sign(h.gh, "github-push-main", nil)
 	h.gh.SetDown(true)
+	h.gl.SetDown(true)
 	r := h.exchange("artifacts", tok, nil)
 	wantError(t, r, 503, "unavailable")
 	if r.header.Get("Retry-After") == "" {
 		t.Error("503 without Retry-After")
 	}
 	if ready := h.get("/readyz"); ready.status != 503 {
-		t.Errorf("/readyz = %d while the issuer is down", ready.status)
+		t.Errorf("/readyz = %d while every issuer is down", ready.status)
 	}
+
+	// GitLab's keys verify again: the replica goes back into service,
+	// degraded, while GitHub's jobs still get 503.
+	h.gl.SetDown(false)
+	later()
+	if ready := h.get("/readyz"); ready.status != 200 || ready.str("status") != "degraded" || !strings.Contains(ready.raw, "github") {
+		t.Errorf("/readyz with one issuer down = %d %s, want 200 degraded naming github", ready.status, ready.raw)
+	}
+	wantError(t, h.exchange("artifacts", tok, nil), 503, "unavailable")
+
 	h.gh.SetDown(false)
-	// Fetches are rate-limited per issuer, so recovery is seen once the
-	// Retry-After has passed.
-	skew.Store(int64(identity.DefaultMinRefresh + time.Second))
+	later()
 	if r := h.exchange("artifacts", tok, nil); r.status != 200 {
 		t.Errorf("after the issuer recovers: %d %s", r.status, r.raw)
 	}
-	if ready := h.get("/readyz"); ready.status != 200 {
-		t.Errorf("/readyz = %d once keys are cached", ready.status)
+	if ready := h.get("/readyz"); ready.status != 200 || ready.str("status") != "ready" {
+		t.Errorf("/readyz = %d %s once keys are cached", ready.status, ready.raw)
 	}
 }
 

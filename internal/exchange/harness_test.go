@@ -226,7 +226,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	}
 	srv.Config.Handler = exchange.NewHandler(h.service, exchange.HTTPOptions{
 		Logger: logger, Metrics: deps.Metrics, Discovery: signer,
-		Ready:         pool.Ready,
+		Ready:         pool.Readiness,
 		RatePerSecond: o.rate, RateBurst: o.burst,
 	})
 	srv.Start()

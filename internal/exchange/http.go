@@ -34,8 +34,9 @@ type HTTPOptions struct {
 	// Discovery is nil when the broker signs no tokens.
 	Discovery Discovery
 	// Ready reports whether the broker can serve exchanges now (policies
-	// loaded, issuer keys reachable).
-	Ready func(ctx context.Context) error
+	// loaded, issuer keys reachable): an error is 503, problems a 200 that
+	// names what is degraded.
+	Ready func(ctx context.Context) (problems []string, err error)
 	// RateLimit per client address; zero PerSecond disables it.
 	RatePerSecond float64
 	RateBurst     int
@@ -275,8 +276,12 @@ func (h *handler) ready(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 5*time.Second)
 	defer cancel()
 	if h.o.Ready != nil {
-		if err := h.o.Ready(ctx); err != nil {
+		problems, err := h.o.Ready(ctx)
+		if err != nil {
 			return &Error{Code: Unavailable, Description: "not ready: " + err.Error(), RetryAfter: 5 * time.Second}
+		}
+		if len(problems) > 0 {
+			return c.JSON(http.StatusOK, map[string]any{"status": "degraded", "problems": problems})
 		}
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})

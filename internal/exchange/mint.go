@@ -38,7 +38,7 @@ func upstream(provider string, err error) *Error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return &Error{Code: UpstreamError, Description: provider + " did not answer in time", Err: err}
 	}
-	return &Error{Code: UpstreamError, Description: provider + " refused: " + err.Error(), Err: err}
+	return &Error{Code: UpstreamError, Description: provider + " failed: " + err.Error(), Err: err}
 }
 
 func (s *Service) mintAWS(ctx context.Context, policy string, g *trust.AWSGrant, lifetime time.Duration, c *claims.Set) (*Result, *audit.Credential, error) {

@@ -360,6 +360,27 @@ func (p *Pool) Warm(ctx context.Context) error {
 // issuers that have none (subject to MinRefresh). An error names the
 // issuers whose tokens cannot be verified now.
 func (p *Pool) Ready(ctx context.Context) error {
+	return errors.Join(p.down(ctx)...)
+}
+
+// Readiness is Ready for a load balancer: the pool is ready while any
+// issuer's tokens can be verified, since one platform's outage must not take
+// every replica out of service for the others. problems names each issuer
+// that is down; err is set only when all are.
+func (p *Pool) Readiness(ctx context.Context) (problems []string, err error) {
+	down := p.down(ctx)
+	if len(down) == len(p.issuers) {
+		return nil, errors.Join(down...)
+	}
+	for _, e := range down {
+		problems = append(problems, e.Error())
+	}
+	return problems, nil
+}
+
+// down fetches keys for issuers that have none and returns why each issuer
+// still without keys cannot verify tokens now.
+func (p *Pool) down(ctx context.Context) []error {
 	var errs []error
 	for _, is := range p.issuers {
 		if is.keys.cached() {
@@ -369,7 +390,7 @@ func (p *Pool) Ready(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // Issuers lists the configured issuer names, in config order.

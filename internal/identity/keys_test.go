@@ -229,6 +229,25 @@ func TestReadyNamesTheIssuerWithoutKeys(t *testing.T) {
 	}
 }
 
+func TestReadinessHoldsWhileAnyIssuerCanVerify(t *testing.T) {
+	e := newEnv(t, Options{})
+	e.gitlab.SetDown(true)
+	problems, err := e.pool.Readiness(context.Background())
+	if err != nil {
+		t.Fatalf("one issuer down: err = %v, want ready with a problem", err)
+	}
+	if len(problems) != 1 || !strings.Contains(problems[0], "gitlab") {
+		t.Errorf("problems = %q, want gitlab named", problems)
+	}
+
+	both := newEnv(t, Options{})
+	both.gitlab.SetDown(true)
+	both.github.SetDown(true)
+	if _, err := both.pool.Readiness(context.Background()); err == nil {
+		t.Error("every issuer down: ready, want an error")
+	}
+}
+
 func TestDiscoveryMustNameTheConfiguredIssuer(t *testing.T) {
 	iss := startIssuer(t, devissuer.Options{})
 	// Configured with a trailing slash the issuer does not use: discovery
