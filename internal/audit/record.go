@@ -10,16 +10,21 @@ const (
 
 // Record is one decision, allow or deny. It never holds a token, a secret
 // key, a session token or an access token: Credential carries only ids.
+//
+// The contract's fields are always present, empty when they do not apply,
+// so a consumer with a fixed schema finds every key on every line; the
+// identifying claims appear only when the token carried them, since a GitHub
+// record has no GitLab claims and the reverse.
 type Record struct {
 	Time      time.Time `json:"time"`
 	RequestID string    `json:"request_id"`
 	Decision  string    `json:"decision"`
-	Error     string    `json:"error,omitempty"`  // the API error code on deny
-	Reason    string    `json:"reason,omitempty"` // why: the failing claim, the deny rule, the upstream message
-	Rule      string    `json:"rule,omitempty"`   // the deciding rule, e.g. "match.ref" or "deny[0]"
-	Policy    string    `json:"policy,omitempty"`
-	Issuer    string    `json:"issuer,omitempty"`
-	Subject   string    `json:"subject,omitempty"`
+	Error     string    `json:"error"`  // the API error code on deny
+	Reason    string    `json:"reason"` // why: the failing claim, the deny rule, the upstream message
+	Rule      string    `json:"rule"`   // the deciding rule, e.g. "match.ref" or "deny[0]"
+	Policy    string    `json:"policy"`
+	Issuer    string    `json:"issuer"`
+	Subject   string    `json:"subject"`
 
 	// Identifying claims, GitHub.
 	Repository     string `json:"repository,omitempty"`
@@ -38,8 +43,8 @@ type Record struct {
 	PipelineSource string `json:"pipeline_source,omitempty"`
 	UserLogin      string `json:"user_login,omitempty"`
 
-	Credential *Credential `json:"credential,omitempty"`
-	ClientIP   string      `json:"client_ip,omitempty"`
+	Credential *Credential `json:"credential"` // null on deny
+	ClientIP   string      `json:"client_ip"`
 
 	Prev string `json:"prev"`
 	Hash string `json:"hash"`

@@ -20,6 +20,8 @@ const (
 	UpstreamError   Code = "upstream_error"
 	Unavailable     Code = "unavailable"
 	NotFound        Code = "not_found"
+	// MethodNotAllowed is a known path asked with the wrong method.
+	MethodNotAllowed Code = "method_not_allowed"
 )
 
 // Status is the one place an error code becomes an HTTP status. No failure
@@ -34,6 +36,8 @@ func (c Code) Status() int {
 		return http.StatusForbidden
 	case NotFound:
 		return http.StatusNotFound
+	case MethodNotAllowed:
+		return http.StatusMethodNotAllowed
 	case RequestTooLarge:
 		return http.StatusRequestEntityTooLarge
 	case RateLimited:

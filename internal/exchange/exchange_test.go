@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -470,6 +471,19 @@ func TestEveryDecisionIsAuditedWithoutSecrets(t *testing.T) {
 		t.Errorf("%d allows recorded, want 3", allows)
 	}
 	file := readFile(t, h.auditPath)
+	// A consumer with a fixed schema finds the contract's keys on every
+	// line, allow or deny.
+	for i, line := range strings.Split(strings.TrimSpace(file), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("line %d: %v", i+1, err)
+		}
+		for _, key := range []string{"time", "request_id", "decision", "error", "reason", "policy", "issuer", "subject", "credential", "client_ip", "prev", "hash"} {
+			if _, ok := m[key]; !ok {
+				t.Errorf("line %d (%s) lacks %q", i+1, m["decision"], key)
+			}
+		}
+	}
 	logs := h.logs.String()
 	for _, s := range secrets {
 		if len(s) < 16 {
@@ -485,6 +499,25 @@ func TestEveryDecisionIsAuditedWithoutSecrets(t *testing.T) {
 		if parts := strings.Split(s, "."); len(parts) == 3 && (strings.Contains(file, parts[2]) || strings.Contains(logs, parts[2])) {
 			t.Errorf("a token signature was logged")
 		}
+	}
+}
+
+func TestARefusedBodyIsAuditedUnderThePolicyItNamed(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	tok := h.sign(h.gh, "github-push-main", nil)
+	r := h.post("/v1/exchange", "application/json", strings.NewReader(`{"policy":"artifacts","token":"`+tok+`","duration":"forever"}`), nil)
+	wantError(t, r, 400, "invalid_request")
+	bad := h.post("/v1/exchange", "application/json", strings.NewReader(`[]`), nil)
+	wantError(t, bad, 400, "invalid_request")
+	if d := bad.str("error_description"); strings.Contains(d, "exchange.") || !strings.Contains(d, "JSON object") {
+		t.Errorf("description %q should ask for a JSON object without naming Go types", d)
+	}
+	recs := h.auditRecords()
+	if len(recs) != 2 || recs[0].Policy != "artifacts" || recs[0].Decision != audit.Deny || recs[1].Policy != "" {
+		t.Fatalf("audit records = %+v, want the first under policy artifacts", recs)
+	}
+	if strings.Contains(readFile(t, h.auditPath), tok) {
+		t.Error("the refused body's token reached the audit log")
 	}
 }
 
@@ -571,6 +604,45 @@ func TestHealthAndDiscoveryEndpoints(t *testing.T) {
 	j := h.get("/.well-known/jwks.json")
 	if j.status != 200 || !strings.Contains(j.raw, `"kty":"EC"`) || strings.Contains(j.raw, `"d":`) {
 		t.Errorf("jwks = %d %s", j.status, j.raw)
+	}
+}
+
+func TestWrongPathsAndMethodsAnswerInTheContractsShape(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	tests := []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{"GET", "/v1/exchange", 405, "method_not_allowed"},
+		{"PUT", "/v1/exchange", 405, "method_not_allowed"},
+		{"GET", "/v1/token", 405, "invalid_request"},
+		{"POST", "/v1/nope", 404, "not_found"},
+		{"DELETE", "/healthz", 405, "method_not_allowed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			req, err := http.NewRequest(tt.method, h.srv.URL+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := h.do(req)
+			if r.status != tt.status || r.str("error") != tt.code || r.str("request_id") == "" {
+				t.Errorf("got %d %s, want %d %s", r.status, r.raw, tt.status, tt.code)
+			}
+		})
+	}
+	head, err := http.NewRequest(http.MethodHead, h.srv.URL+"/healthz", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("HEAD /healthz = %d, want 200 for probes that use HEAD", resp.StatusCode)
 	}
 }
 

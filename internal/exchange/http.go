@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -58,14 +59,16 @@ func NewHandler(svc *Service, o HTTPOptions) http.Handler {
 	e.Use(h.requestID, h.recover)
 
 	limit := newLimiter(o.RatePerSecond, o.RateBurst)
-	api := e.Group("/v1", limitBody(MaxBodyBytes), h.rateLimit(limit))
-	api.POST("/exchange", h.exchange)
-	api.POST("/token", h.tokenExchange)
+	// Routes, not an echo Group: a group with middleware answers every
+	// other method on its paths with 404 rather than 405.
+	api := []echo.MiddlewareFunc{limitBody(MaxBodyBytes), h.rateLimit(limit)}
+	e.POST("/v1/exchange", h.exchange, api...)
+	e.POST(tokenPath, h.tokenExchange, api...)
 
-	e.GET("/healthz", func(c echo.Context) error {
+	e.Match([]string{http.MethodGet, http.MethodHead}, "/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
-	e.GET("/readyz", h.ready)
+	e.Match([]string{http.MethodGet, http.MethodHead}, "/readyz", h.ready)
 	if o.Metrics != nil {
 		e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{})))
 	}
@@ -116,16 +119,19 @@ func limitBody(max int64) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			r := c.Request()
-			if r.ContentLength > max {
-				return errorf(RequestTooLarge, "request body is larger than %d KiB", max>>10)
-			}
 			r.Body = http.MaxBytesReader(c.Response(), r.Body, max)
 			return next(c)
 		}
 	}
 }
 
+// readBody reads a body limitBody has bounded. Its refusals reach the
+// handler, so they are audited like any other.
 func readBody(c echo.Context) ([]byte, error) {
+	if c.Request().ContentLength > MaxBodyBytes {
+		// Declared too large: refused without reading a byte.
+		return nil, errorf(RequestTooLarge, "request body is larger than %d KiB", MaxBodyBytes>>10)
+	}
 	body, err := io.ReadAll(c.Request().Body)
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
@@ -157,15 +163,17 @@ type exchangeBody struct {
 
 func (h *handler) exchange(c echo.Context) error {
 	body, err := readBody(c)
+	var req Request
 	if err == nil {
-		var req Request
 		req, err = decodeExchange(body, c.Request().Header.Get(echo.HeaderAuthorization))
 		req.ClientIP, req.RequestID = c.RealIP(), requestID(c)
 		if err == nil {
 			return h.respond(c, req)
 		}
 	}
-	return h.svc.Refuse(c.Request().Context(), Request{ClientIP: c.RealIP(), RequestID: requestID(c)}, err)
+	// A body that named a policy keeps its refusal on that policy's line of
+	// the audit report; the token stays out of it.
+	return h.svc.Refuse(c.Request().Context(), Request{Policy: req.Policy, ClientIP: c.RealIP(), RequestID: requestID(c)}, err)
 }
 
 func (h *handler) respond(c echo.Context, req Request) error {
@@ -191,23 +199,23 @@ func decodeExchange(body []byte, authorization string) (Request, error) {
 	}
 	bearer, err := bearerToken(authorization)
 	if err != nil {
-		return Request{}, err
+		return Request{Policy: b.Policy}, err
 	}
 	switch {
 	case b.Token == "":
 		b.Token = bearer
 	case bearer != "" && bearer != b.Token:
-		return Request{}, errorf(InvalidRequest, "the body and the Authorization header carry different tokens")
+		return Request{Policy: b.Policy}, errorf(InvalidRequest, "the body and the Authorization header carry different tokens")
 	}
 	d, err := parseDuration(b.Duration)
 	if err != nil {
-		return Request{}, err
+		return Request{Policy: b.Policy}, err
 	}
 	if b.Policy == "" {
-		return Request{}, errorf(InvalidRequest, `missing field "policy"`)
+		return Request{Policy: b.Policy}, errorf(InvalidRequest, `missing field "policy"`)
 	}
 	if b.Token == "" {
-		return Request{}, errorf(InvalidRequest, `missing field "token" (or an Authorization: Bearer header)`)
+		return Request{Policy: b.Policy}, errorf(InvalidRequest, `missing field "token" (or an Authorization: Bearer header)`)
 	}
 	return Request{Policy: b.Policy, Token: b.Token, Duration: d}, nil
 }
@@ -221,7 +229,10 @@ func jsonProblem(err error) string {
 	case errors.As(err, &syn):
 		return fmt.Sprintf("syntax error at byte %d", syn.Offset)
 	case errors.As(err, &typ):
-		return fmt.Sprintf("field %q must be a %s", typ.Field, typ.Type)
+		if typ.Field == "" {
+			return "the body must be a JSON object"
+		}
+		return fmt.Sprintf("field %q must be a %s", typ.Field, jsonKind(typ.Type.Kind()))
 	case errors.Is(err, io.EOF):
 		return "empty body"
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -230,6 +241,21 @@ func jsonProblem(err error) string {
 		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
 	}
 	return "malformed JSON"
+}
+
+// jsonKind names a Go kind as JSON calls it, never as a Go type.
+func jsonKind(k reflect.Kind) string {
+	switch k {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Slice, reflect.Array:
+		return "list"
+	case reflect.Map, reflect.Struct:
+		return "object"
+	}
+	return "number"
 }
 
 func bearerToken(h string) (string, error) {
@@ -334,7 +360,7 @@ func fromEcho(he *echo.HTTPError) *Error {
 	case http.StatusNotFound:
 		return errorf(NotFound, "no such endpoint")
 	case http.StatusMethodNotAllowed:
-		return errorf(InvalidRequest, "method not allowed")
+		return errorf(MethodNotAllowed, "method not allowed")
 	case http.StatusRequestEntityTooLarge:
 		return errorf(RequestTooLarge, "request body is larger than %d KiB", MaxBodyBytes>>10)
 	}

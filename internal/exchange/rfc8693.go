@@ -124,7 +124,7 @@ func oauthCode(e *Error) string {
 			return "invalid_target"
 		}
 		return "invalid_request"
-	case RequestTooLarge:
+	case RequestTooLarge, NotFound, MethodNotAllowed:
 		return "invalid_request"
 	case InvalidToken:
 		return "invalid_grant"
@@ -140,8 +140,9 @@ func oauthCode(e *Error) string {
 func oauthStatus(oauth string, e *Error) int {
 	switch oauth {
 	case "invalid_request", "invalid_grant", "invalid_target", "unsupported_grant_type":
-		if e.Code == RequestTooLarge {
-			return http.StatusRequestEntityTooLarge
+		switch e.Code {
+		case RequestTooLarge, NotFound, MethodNotAllowed:
+			return e.Code.Status()
 		}
 		return http.StatusBadRequest
 	}
