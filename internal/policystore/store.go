@@ -30,6 +30,7 @@ type Store struct {
 
 	mu      sync.Mutex // serialises reloads
 	loaded  string     // fingerprint of the files behind current
+	failed  string     // fingerprint of the files lastErr is about
 	lastErr error
 }
 
@@ -82,13 +83,18 @@ func (s *Store) Reload() (bool, error) {
 		s.lastErr = nil
 		return false, nil
 	}
+	if fp == s.failed && s.lastErr != nil {
+		// The same broken files as last time: the same answer, unparsed.
+		return false, s.lastErr
+	}
 	set, err := trust.LoadDir(s.dir, s.opts)
 	if err != nil {
 		s.lastErr = fmt.Errorf("reload policies from %s: %w", s.dir, err)
+		s.failed = fp
 		return false, s.lastErr
 	}
 	s.current.Store(set)
-	s.loaded, s.lastErr = fp, nil
+	s.loaded, s.lastErr, s.failed = fp, nil, ""
 	return true, nil
 }
 
@@ -105,18 +111,28 @@ func (s *Store) Watch(ctx context.Context, interval time.Duration, signal <-chan
 		case <-ctx.Done():
 			return
 		case <-tick:
+			s.reloadAndLog(ctx, false)
 		case <-signal:
+			s.reloadAndLog(ctx, true)
 		}
-		failing := s.LastError() != nil
-		changed, err := s.Reload()
-		switch {
-		case err != nil:
+	}
+}
+
+// reloadAndLog reloads and says what happened. A failure is logged when it
+// is new or when an operator asked (SIGHUP); a directory that stays broken
+// is not reported again on every tick.
+func (s *Store) reloadAndLog(ctx context.Context, asked bool) {
+	prev := s.LastError()
+	changed, err := s.Reload()
+	switch {
+	case err != nil:
+		if asked || prev == nil || prev.Error() != err.Error() {
 			s.logger.ErrorContext(ctx, "policy reload failed; keeping the last good set", "err", err)
-		case changed:
-			s.logger.InfoContext(ctx, "policies reloaded", "policies", s.Current().Len())
-		case failing:
-			s.logger.InfoContext(ctx, "policy files fixed; the last good set is live", "policies", s.Current().Len())
 		}
+	case changed:
+		s.logger.InfoContext(ctx, "policies reloaded", "policies", s.Current().Len())
+	case prev != nil:
+		s.logger.InfoContext(ctx, "policy files fixed; the last good set is live", "policies", s.Current().Len())
 	}
 }
 

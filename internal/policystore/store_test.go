@@ -593,6 +593,34 @@ func TestWatchReloadsOnInterval(t *testing.T) {
 	stop() // fails the test unless Watch returns once ctx ends
 }
 
+func TestABrokenDirectoryIsReportedOncePerProblemNotPerTick(t *testing.T) {
+	dir := policyDir(t, map[string]string{"deploy.yaml": awsPolicy("deploy", "v1")})
+	logger, logs := newLogger()
+	s := mustOpen(t, dir, logger)
+	ctx := context.Background()
+	failures := func() int { return len(logs.find(t, "policy reload failed; keeping the last good set")) }
+
+	write(t, dir, "deploy.yaml", brokenRole)
+	for range 5 {
+		s.reloadAndLog(ctx, false)
+	}
+	if n := failures(); n != 1 {
+		t.Errorf("five ticks over the same broken file logged %d failures, want 1", n)
+	}
+	if err := s.LastError(); err == nil || !strings.Contains(err.Error(), "deploy.yaml:10:15") {
+		t.Errorf("LastError = %v, want the problem still named", err)
+	}
+	s.reloadAndLog(ctx, true)
+	if n := failures(); n != 2 {
+		t.Errorf("a SIGHUP over the broken file logged %d failures in all, want it reported again (2)", n)
+	}
+	write(t, dir, "other.yaml", "name: [\n")
+	s.reloadAndLog(ctx, false)
+	if n := failures(); n != 3 {
+		t.Errorf("a new problem logged %d failures in all, want 3", n)
+	}
+}
+
 func TestWatchStopsWithoutTicksOrSignals(t *testing.T) {
 	s := mustOpen(t, t.TempDir(), nil)
 	stop := watch(t, s, 0, nil) // nothing will ever fire
