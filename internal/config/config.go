@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -72,15 +74,24 @@ type RateLimit struct {
 // Duration is a time.Duration written as "30s", "15m".
 type Duration time.Duration
 
-// UnmarshalYAML parses Go duration strings.
+const durationWant = "a duration (e.g. 30s, 5m)"
+
+// UnmarshalYAML parses Go duration strings. Its errors say what is wrong
+// with the value only: the caller names the key and the line.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want %s, got %s", durationWant, got(n))
+	}
 	var s string
 	if err := n.Decode(&s); err != nil {
-		return fmt.Errorf("line %d: want a duration such as \"30s\"", n.Line)
+		return fmt.Errorf("want %s, got %s", durationWant, got(n))
 	}
 	v, err := time.ParseDuration(s)
-	if err != nil || v < 0 {
-		return fmt.Errorf("line %d: %q is not a duration such as \"30s\"", n.Line, s)
+	if err != nil {
+		return fmt.Errorf("%s is not a duration (e.g. 30s, 5m)", got(n))
+	}
+	if v < 0 {
+		return fmt.Errorf("%s must not be negative", got(n))
 	}
 	*d = Duration(v)
 	return nil
@@ -114,40 +125,49 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse decodes and validates config bytes; baseDir resolves relative paths
-// and name labels errors.
+// and name labels errors. Every problem is reported, each as
+// "name:line:col: key.path: what is wrong", in the words of the file rather
+// than of Go, and without echoing credentials.
 func Parse(data []byte, baseDir, name string) (*Config, error) {
+	c, problems := decode(data)
+	if len(problems) > 0 {
+		return nil, &parseError{name: name, problems: problems}
+	}
+	c.resolvePaths(baseDir)
+	return c, nil
+}
+
+// decode checks data against the Config struct key by key, so that unknown
+// keys and values of the wrong type are named by key path and position,
+// then decodes and validates it.
+func decode(data []byte) (*Config, []problem) {
+	root, problems := readDocument(data)
+	if len(problems) > 0 {
+		sortProblems(problems)
+		return nil, problems
+	}
+	if root != nil {
+		ch := newChecker()
+		ch.value(root, reflect.TypeOf(Config{}), "")
+		if len(ch.problems) > 0 {
+			sortProblems(ch.problems)
+			return nil, ch.problems
+		}
+	}
+	// yaml.v3 still decodes, strictly, as a second opinion.
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	var c Config
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("config %s: %s", name, yamlMessage(err))
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, unexplained(err)
 	}
 	c.applyDefaults()
-	if err := c.validate(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", name, err)
+	problems = c.validate()
+	for i := range problems {
+		problems[i].node = locate(root, problems[i].path)
 	}
-	c.resolvePaths(baseDir)
-	return &c, nil
-}
-
-var typeSuffix = regexp.MustCompile(` not found in type [\w.]+`)
-
-// yamlMessage makes yaml.v3's errors read as config errors rather than Go
-// type errors ("field lisen not found in type config.Config").
-func yamlMessage(err error) string {
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		msgs := make([]string, len(te.Errors))
-		for i, m := range te.Errors {
-			m = typeSuffix.ReplaceAllString(m, " is not a known key")
-			msgs[i] = strings.Replace(m, "field ", "key ", 1)
-		}
-		return strings.Join(msgs, "; ")
-	}
-	if errors.Is(err, io.EOF) {
-		return "file is empty"
-	}
-	return strings.TrimPrefix(err.Error(), "yaml: ")
+	sortProblems(problems)
+	return &c, problems
 }
 
 func (c *Config) applyDefaults() {
@@ -166,17 +186,21 @@ func (c *Config) applyDefaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	if r := &c.RateLimit; r.PerSecond > 0 && r.Burst == 0 {
+		r.Burst = int(math.Min(r.PerSecond*2, math.MaxInt32)) + 1
+	}
 }
 
 var issuerName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
-func (c *Config) validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+// validate reports values that decode but make no sense, by key path.
+func (c *Config) validate() []problem {
+	var problems []problem
+	bad := func(path, format string, args ...any) {
+		problems = append(problems, problem{path: path, msg: fmt.Sprintf(format, args...)})
 	}
 	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
-		bad("listen", "%q is not host:port", c.Listen)
+		bad("listen", "%s is not host:port", quote(c.Listen))
 	}
 	if len(c.Issuers) == 0 {
 		bad("issuers", "at least one issuer is required")
@@ -186,9 +210,9 @@ func (c *Config) validate() error {
 		key := fmt.Sprintf("issuers[%d]", i)
 		switch {
 		case !issuerName.MatchString(is.Name):
-			bad(key+".name", "%q must be lower-case letters, digits, - or _", is.Name)
+			bad(key+".name", "%s must be lower-case letters, digits, - or _", quote(is.Name))
 		case seen[is.Name]:
-			bad(key+".name", "%q is configured twice", is.Name)
+			bad(key+".name", "%s is configured twice", quote(is.Name))
 		}
 		seen[is.Name] = true
 		if err := checkURL(is.Issuer); err != nil {
@@ -202,21 +226,25 @@ func (c *Config) validate() error {
 		if len(is.Audiences) == 0 {
 			bad(key+".audiences", "at least one audience is required: without it a token minted for any other service would be accepted")
 		}
-		for _, a := range is.Audiences {
+		for j, a := range is.Audiences {
 			if strings.TrimSpace(a) == "" {
-				bad(key+".audiences", "empty audience")
+				bad(fmt.Sprintf("%s.audiences[%d]", key, j), "empty audience")
 			}
 		}
 	}
 	switch c.Replay.Store {
 	case "memory":
 	case "redis":
+		if c.Replay.RedisURL == "" {
+			bad("replay.redis_url", "required when replay.store is redis")
+			break
+		}
 		u, err := url.Parse(c.Replay.RedisURL)
 		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-			bad("replay.redis_url", "%q is not a redis:// or rediss:// URL", c.Replay.RedisURL)
+			bad("replay.redis_url", "%s is not a redis:// or rediss:// URL", quote(c.Replay.RedisURL))
 		}
 	default:
-		bad("replay.store", "%q is not memory or redis", c.Replay.Store)
+		bad("replay.store", "%s is not memory or redis", quote(c.Replay.Store))
 	}
 	if c.Token.Issuer != "" {
 		if err := checkURL(c.Token.Issuer); err != nil {
@@ -229,18 +257,21 @@ func (c *Config) validate() error {
 	if len(c.Token.PreviousKeys) > 0 && c.Token.SigningKey == "" {
 		bad("token.previous_keys", "needs token.signing_key: the newest key signs")
 	}
-	if c.RateLimit.PerSecond < 0 || c.RateLimit.Burst < 0 {
-		bad("rate_limit", "per_second and burst must not be negative")
+	switch r := c.RateLimit; {
+	case math.IsNaN(r.PerSecond) || math.IsInf(r.PerSecond, 0):
+		bad("rate_limit.per_second", "want a finite number, got %v", r.PerSecond)
+	case r.PerSecond < 0:
+		bad("rate_limit.per_second", "must not be negative, got %v", r.PerSecond)
 	}
-	if c.RateLimit.PerSecond > 0 && c.RateLimit.Burst == 0 {
-		c.RateLimit.Burst = int(c.RateLimit.PerSecond*2) + 1
+	if c.RateLimit.Burst < 0 {
+		bad("rate_limit.burst", "must not be negative, got %d", c.RateLimit.Burst)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
-		bad("log_level", "%q is not debug, info, warn or error", c.LogLevel)
+		bad("log_level", "%s is not debug, info, warn or error", quote(c.LogLevel))
 	}
-	return errors.Join(errs...)
+	return problems
 }
 
 // checkURL accepts https URLs, and http only on loopback, where tests and
@@ -248,7 +279,7 @@ func (c *Config) validate() error {
 func checkURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("%q is not an absolute URL", raw)
+		return fmt.Errorf("%s is not an absolute URL", quote(raw))
 	}
 	switch u.Scheme {
 	case "https":
@@ -257,9 +288,9 @@ func checkURL(raw string) error {
 		if isLoopback(u.Hostname()) {
 			return nil
 		}
-		return fmt.Errorf("%q must use https (plain http is allowed on loopback only)", raw)
+		return fmt.Errorf("%s must use https (plain http is allowed on loopback only)", quote(raw))
 	}
-	return fmt.Errorf("%q must use https", raw)
+	return fmt.Errorf("%s must use https", quote(raw))
 }
 
 func isLoopback(host string) bool {

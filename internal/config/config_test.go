@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,19 +39,24 @@ func TestParseRefusesBadConfig(t *testing.T) {
 		want string
 	}{
 		{"an unknown top-level key is named", minimal + "lisen: :80\n", `key lisen is not a known key`},
-		{"an unknown nested key is named", minimal + "audit: {pth: x}\n", `key pth is not a known key`},
+		{"an unknown nested key is named", minimal + "audit: {pth: x}\n", `ferry.yaml:6:9: audit: key pth is not a known key (known keys: path)`},
 		{"no issuers", "listen: 127.0.0.1:1\n", "issuers: at least one issuer is required"},
-		{"an issuer without audiences", "issuers: [{name: gh, issuer: https://x.example}]\n", "issuers[0].audiences"},
+		{"an issuer without audiences", "issuers: [{name: gh, issuer: https://x.example}]\n", "ferry.yaml:1:11: issuers[0].audiences: at least one audience"},
+		{"an empty audience", "issuers: [{name: gh, issuer: https://x.example, audiences: [a, ' ']}]\n", "ferry.yaml:1:64: issuers[0].audiences[1]: empty audience"},
+		{"a negative burst", minimal + "rate_limit: {burst: -1}\n", "ferry.yaml:6:21: rate_limit.burst: must not be negative"},
+		{"a rate that is not finite", minimal + "rate_limit: {per_second: .inf}\n", "rate_limit.per_second: want a finite number"},
+		{"a second document", minimal + "---\nlisten: x\n", "ferry.yaml:7:1: a config file holds one YAML document"},
+		{"a syntax error", minimal + "listen: [\n", "ferry.yaml:6: did not find expected node content"},
 		{"plain http off loopback", "issuers: [{name: gh, issuer: http://x.example, audiences: [a]}]\n", "must use https"},
 		{"a relative issuer URL", "issuers: [{name: gh, issuer: /x, audiences: [a]}]\n", "is not an absolute URL"},
 		{"duplicate issuer names", "issuers: [{name: gh, issuer: https://a.example, audiences: [a]}, {name: gh, issuer: https://b.example, audiences: [a]}]\n", "configured twice"},
 		{"a bad issuer name", "issuers: [{name: GitHub, issuer: https://a.example, audiences: [a]}]\n", "issuers[0].name"},
 		{"an unknown replay store", minimal + "replay: {store: etcd}\n", `replay.store: "etcd" is not memory or redis`},
 		{"redis without a URL", minimal + "replay: {store: redis}\n", "replay.redis_url"},
-		{"a bad listen address", minimal + "listen: localhost\n", `listen: "localhost" is not host:port`},
+		{"a bad listen address", minimal + "listen: localhost\n", `ferry.yaml:6:9: listen: "localhost" is not host:port`},
 		{"a signing key without an issuer", minimal + "token: {signing_key: k.pem}\n", "token.issuer: required"},
 		{"a bad duration", minimal + "policy_reload: soon\n", `"soon" is not a duration`},
-		{"a wrong type", minimal + "listen: [a, b]\n", "cannot unmarshal"},
+		{"a wrong type", minimal + "listen: [a, b]\n", "ferry.yaml:6:9: listen: want a string, got a list"},
 		{"an empty file", "", "file is empty"},
 		{"a bad log level", minimal + "log_level: loud\n", "log_level"},
 	}
@@ -63,15 +69,14 @@ func TestParseRefusesBadConfig(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error %q does not contain %q", err, tt.want)
 			}
-			if !strings.HasPrefix(err.Error(), "config ferry.yaml: ") {
+			if !strings.HasPrefix(err.Error(), "config ferry.yaml:") {
 				t.Errorf("error %q does not name the file", err)
 			}
 		})
 	}
 }
 
-func TestParseAcceptsTheContractExample(t *testing.T) {
-	const example = `
+const contractExample = `
 listen: 127.0.0.1:8080
 policies: ./trustpolicies
 issuers:
@@ -91,7 +96,9 @@ token:
   issuer: https://ferry.example.com
   signing_key: ./ferry-signing.pem
 `
-	c, err := Parse([]byte(example), "/srv", "ferry.yaml")
+
+func TestParseAcceptsTheContractExample(t *testing.T) {
+	c, err := Parse([]byte(contractExample), "/srv", "ferry.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,5 +135,228 @@ func TestLoadReadsAFile(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil {
 		t.Error("a missing file was accepted")
+	}
+}
+
+// goWords are pieces of Go's vocabulary that must never reach someone
+// editing ferry.yaml.
+var goWords = []string{"config.", "[]", "!!", "unmarshal", "float64", "int64", "time.Duration", "reflect", "struct"}
+
+func TestParseNamesBadTypesByKeyAndLine(t *testing.T) {
+	tests := []struct {
+		kind string
+		yaml string
+		want string
+	}{
+		// string
+		{"string given a list", "listen: [a, b]\n", "ferry.yaml:1:9: listen: want a string, got a list"},
+		{"string given a mapping", "log_level: {a: b}\n", "ferry.yaml:1:12: log_level: want a string, got a mapping"},
+		{"string in a list of structs", "issuers: [{name: [gh]}]\n", "ferry.yaml:1:18: issuers[0].name: want a string, got a list"},
+		// list
+		{"list of structs given a number", "issuers: 5\n", "ferry.yaml:1:10: issuers: want a list of issuers, got 5"},
+		{"list of structs given a mapping", "issuers: {name: gh}\n", "ferry.yaml:1:10: issuers: want a list of issuers, got a mapping"},
+		{"list of strings given a string", "issuers:\n  - name: gh\n    audiences: ferry\n", `ferry.yaml:3:16: issuers[0].audiences: want a list of strings, got "ferry"`},
+		{"list of strings given a list of lists", "token: {previous_keys: [[a.pem]]}\n", "ferry.yaml:1:25: token.previous_keys[0]: want a string, got a list"},
+		{"list of strings given a string (token)", "token: {previous_keys: old.pem}\n", `ferry.yaml:1:24: token.previous_keys: want a list of strings, got "old.pem"`},
+		// duration
+		{"duration given a word", "listen: 127.0.0.1:1\npolicy_reload: fast\n", `ferry.yaml:2:16: policy_reload: "fast" is not a duration (e.g. 30s, 5m)`},
+		{"duration without a unit", "policy_reload: 30\n", "ferry.yaml:1:16: policy_reload: 30 is not a duration (e.g. 30s, 5m)"},
+		{"duration given a list", "policy_reload: [1s]\n", "ferry.yaml:1:16: policy_reload: want a duration (e.g. 30s, 5m), got a list"},
+		{"negative duration", "policy_reload: -5s\n", `ferry.yaml:1:16: policy_reload: "-5s" must not be negative`},
+		{"duration through an alias", "log_level: &d soon\npolicy_reload: *d\n", `ferry.yaml:2:16: policy_reload: "soon" is not a duration`},
+		// number
+		{"number given a word", "listen: 127.0.0.1:1\nrate_limit: {per_second: abc}\n", `ferry.yaml:2:26: rate_limit.per_second: want a number, got "abc"`},
+		{"number given a quoted number", "rate_limit: {per_second: \"20\"}\n", `ferry.yaml:1:26: rate_limit.per_second: want a number, got "20"`},
+		{"number given a list", "rate_limit: {per_second: [1]}\n", "ferry.yaml:1:26: rate_limit.per_second: want a number, got a list"},
+		{"number given a boolean", "rate_limit: {per_second: true}\n", "ferry.yaml:1:26: rate_limit.per_second: want a number, got true"},
+		// int
+		{"int given a word", "rate_limit:\n  burst: lots\n", `ferry.yaml:2:10: rate_limit.burst: want a whole number, got "lots"`},
+		{"int given a fraction", "rate_limit: {burst: 1.5}\n", "ferry.yaml:1:21: rate_limit.burst: want a whole number, got 1.5"},
+		{"int too large", "rate_limit: {burst: 99999999999999999999}\n", "ferry.yaml:1:21: rate_limit.burst: want a whole number, got 99999999999999999999"},
+		// nested struct
+		{"struct given a string", "audit: ./audit.log\n", `ferry.yaml:1:8: audit: want a mapping (keys: path), got "./audit.log"`},
+		{"struct given a list", "replay: [memory]\n", "ferry.yaml:1:9: replay: want a mapping (keys: store, redis_url), got a list"},
+		{"struct given a number", "rate_limit: 20\n", "ferry.yaml:1:13: rate_limit: want a mapping (keys: per_second, burst), got 20"},
+		{"unknown key in a struct", "token: {isuer: https://x.example}\n", "ferry.yaml:1:9: token: key isuer is not a known key (known keys: issuer, signing_key, previous_keys)"},
+		// list of structs
+		{"list of structs holding a number", "issuers: [5]\n", "ferry.yaml:1:11: issuers[0]: want a mapping (keys: name, issuer, audiences, jwks_url), got 5"},
+		{"list of structs holding a list", "issuers:\n  - [gh]\n", "ferry.yaml:2:5: issuers[0]: want a mapping (keys: name, issuer, audiences, jwks_url), got a list"},
+		{"unknown key in a list of structs", "issuers:\n  - name: gh\n  - nme: gl\n", "ferry.yaml:3:5: issuers[1]: key nme is not a known key"},
+		// the document and its keys
+		{"a document that is a list", "- listen\n", "ferry.yaml:1:1: want a mapping (keys: listen, policies,"},
+		{"a document that is a string", "listen\n", `ferry.yaml:1:1: want a mapping (keys: listen, policies,`},
+		{"a key given twice", "listen: a:1\nlisten: b:1\n", "ferry.yaml:2:1: key listen appears twice (first at line 1)"},
+		{"a key that is a list", "? [listen]\n: a:1\n", "ferry.yaml:1:3: keys must be plain names, got a list"},
+		{"an odd unknown key", "\"lis ten\": x\n", `ferry.yaml:1:1: key "lis ten" is not a known key`},
+		{"a merge of a string", "audit: {<<: x}\n", `ferry.yaml:1:13: audit: << (merge) wants a mapping or a list of mappings, got "x"`},
+		{"a merge of itself", "audit: &a {<<: *a}\n", "ferry.yaml:1:16: audit: << (merge) refers to the mapping it is in"},
+		{"a bad value brought in by a merge", "audit: &a {path: [x]}\ntoken: {<<: *a}\n", "ferry.yaml:1:18: audit.path: want a string, got a list"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.kind, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml), "/", "ferry.yaml")
+			if err == nil {
+				t.Fatalf("accepted:\n%s", tt.yaml)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "config ferry.yaml:") {
+				t.Errorf("error %q does not name the file", msg)
+			}
+			if !strings.Contains(msg, tt.want) {
+				t.Errorf("error:\n%s\ndoes not contain:\n%s", msg, tt.want)
+			}
+			for _, w := range goWords {
+				if strings.Contains(msg, w) {
+					t.Errorf("error %q speaks Go (%q)", msg, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseReportsEveryProblemInFileOrder(t *testing.T) {
+	const in = `listen: [a]
+issuers: [{name: gh, audiences: x}]
+policy_reload: soon
+audit: {pth: x}
+`
+	_, err := Parse([]byte(in), "/", "ferry.yaml")
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	want := `config ferry.yaml:1:9: listen: want a string, got a list
+ferry.yaml:2:33: issuers[0].audiences: want a list of strings, got "x"
+ferry.yaml:3:16: policy_reload: "soon" is not a duration (e.g. 30s, 5m)
+ferry.yaml:4:9: audit: key pth is not a known key (known keys: path)`
+	if err.Error() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", err, want)
+	}
+}
+
+func TestParseNeverShowsARedisPassword(t *testing.T) {
+	const secret = "s3cr3t"
+	tests := map[string]string{
+		"a URL with the wrong scheme":    "replay: {store: redis, redis_url: 'http://:s3cr3t@cache:6379'}\n",
+		"a URL without a host":           "replay: {store: redis, redis_url: 'redis://:s3cr3t@'}\n",
+		"a URL that does not parse":      "replay: {store: redis, redis_url: 'redis://:s3cr3t@cache:port/%zz'}\n",
+		"a password holding @ and /":     "replay: {store: redis, redis_url: 'ftp://u:s3/cr@3t@cache'}\n",
+		"a URL given as a list":          "replay: {store: redis, redis_url: ['redis://:s3cr3t@cache']}\n",
+		"a URL given as a mapping":       "replay: {store: redis, redis_url: {url: 'redis://:s3cr3t@cache'}}\n",
+		"a URL given twice":              "replay:\n  redis_url: redis://:s3cr3t@a\n  redis_url: redis://:s3cr3t@b\n",
+		"a URL under a misspelled key":   "replay: {redis_ur1: 'redis://:s3cr3t@cache'}\n",
+		"a URL as a key":                 "replay: {'redis://:s3cr3t@cache': x}\n",
+		"a URL in place of a mapping":    "replay: 'redis://:s3cr3t@cache'\n",
+		"a URL in place of a number":     "rate_limit: {per_second: 'redis://:s3cr3t@cache'}\n",
+		"a URL in place of a duration":   "policy_reload: 'redis://:s3cr3t@cache'\n",
+		"a URL without a scheme":         "listen: ':s3cr3t@cache'\n",
+		"a URL as the listen address":    "listen: 'redis://:s3cr3t@cache'\n",
+		"a URL as an issuer":             "issuers: [{name: gh, issuer: 'http://u:s3cr3t@x.example', audiences: [a]}]\n",
+		"a URL and an unrelated problem": "replay: {store: redis, redis_url: 'redis://:s3cr3t@cache'}\nlog_level: loud\n",
+		"a syntax error near the URL":    "replay: {store: redis, redis_url: redis://:s3cr3t@cache: x}\n",
+		"a long URL":                     "listen: 'redis://:" + strings.Repeat("x", 80) + secret + "@cache'\n",
+	}
+	for name, in := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse([]byte(in), "/", "ferry.yaml")
+			if err == nil {
+				t.Fatalf("accepted:\n%s", in)
+			}
+			if strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), "s3/cr") {
+				t.Errorf("error shows the password: %v", err)
+			}
+		})
+	}
+}
+
+func TestParseAcceptsAnchorsAndMergeKeys(t *testing.T) {
+	const in = `issuers:
+  - &github
+    name: github
+    issuer: https://token.actions.githubusercontent.com
+    audiences: &aud [ferry]
+  - <<: *github
+    name: github-enterprise
+    audiences: *aud
+rate_limit: {per_second: 1e1, burst: 2.0}
+policy_reload: ~
+`
+	c, err := Parse([]byte(in), "/", "ferry.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Issuers) != 2 || c.Issuers[1].Name != "github-enterprise" || c.Issuers[1].Issuer != c.Issuers[0].Issuer {
+		t.Errorf("issuers = %+v", c.Issuers)
+	}
+	if c.RateLimit.PerSecond != 10 || c.RateLimit.Burst != 2 {
+		t.Errorf("rate_limit = %+v", c.RateLimit)
+	}
+}
+
+func TestRedact(t *testing.T) {
+	for in, want := range map[string]string{
+		"redis://:pw@host:6379/0":  "redis://xxxxx@host:6379/0",
+		"rediss://user:pw@host":    "rediss://xxxxx@host",
+		"redis://:p@ss/w@host":     "redis://xxxxx@host",
+		"user:pw@host":             "xxxxx@host",
+		"redis://127.0.0.1:6379/0": "redis://127.0.0.1:6379/0",
+		"ci@example.com":           "ci@example.com",
+	} {
+		if got := redact(in); got != want {
+			t.Errorf("redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// FuzzParse: no input makes Parse panic, its errors never speak Go, and
+// every refusal is the checker's own, not yaml.v3's wording passed on.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(contractExample))
+	f.Add(defaultYAML)
+	f.Add([]byte(minimal))
+	f.Add([]byte("issuers:\n  - &gh {name: github, issuer: https://x.example, audiences: [a]}\n  - <<: *gh\n    name: b\n"))
+	f.Add([]byte("audit: &a {<<: *a}\n"))
+	f.Add([]byte("replay: {store: redis, redis_url: 'redis://:s3cr3t@cache'}\n"))
+	f.Add([]byte("x: 1\n---\ny: 2\n"))
+	f.Add([]byte("? [listen]\n: a\n"))
+	for _, in := range []string{
+		"listen: [a, b]\n", "issuers: 5\n", "issuers: [5]\n", "policy_reload: fast\n", "policy_reload: [1s]\n",
+		"rate_limit: {per_second: abc}\n", "rate_limit: {burst: 1.5}\n", "audit: x\n", "token: {previous_keys: k}\n",
+		"rate_limit: {per_second: .nan}\n", "listen: a:1\nlisten: b:1\n", "lisen: x\n", "- a\n",
+	} {
+		f.Add([]byte(minimal + in))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, err := Parse(data, "/", "ferry.yaml")
+		if err == nil {
+			return
+		}
+		msg := err.Error()
+		if strings.Contains(msg, "config.") && !strings.Contains(string(data), "config") && !strings.Contains(string(data), `\`) {
+			t.Errorf("error names a Go type: %s", msg)
+		}
+		if _, problems := decode(data); len(problems) > 0 {
+			for _, p := range problems {
+				if p.unexplained {
+					t.Errorf("yaml.v3 refused what the checker passed: %s", msg)
+				}
+			}
+		}
+	})
+}
+
+func TestParseBoundsAliasExpansion(t *testing.T) {
+	// Each mapping merges the one before it twice: 2^40 mappings in all.
+	var b strings.Builder
+	b.WriteString("issuers:\n  - &m0 {name: a}\n")
+	for i := 1; i <= 40; i++ {
+		fmt.Fprintf(&b, "  - &m%d {<<: [*m%d, *m%d]}\n", i, i-1, i-1)
+	}
+	start := time.Now()
+	_, err := Parse([]byte(b.String()), "/", "ferry.yaml")
+	if err == nil || !strings.Contains(err.Error(), "aliases expand the file to too many values") {
+		t.Errorf("err = %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v", d)
 	}
 }
