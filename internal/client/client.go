@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ferry-broker/ferry/internal/exchange"
+	"github.com/ferry-broker/ferry/internal/urlcheck"
 )
 
 // maxResponse bounds what is read from a broker or token endpoint.
@@ -122,19 +122,11 @@ func brokerEndpoint(base string) (string, error) {
 	case u.Host == "":
 		return "", fmt.Errorf("broker url %q: want https://HOST", base)
 	case u.Scheme == "https":
-	case u.Scheme == "http" && isLoopback(u.Hostname()):
+	case u.Scheme == "http" && urlcheck.Loopback(u.Hostname()):
 	default:
 		return "", fmt.Errorf("broker url %q: the token is sent only over https (plain http only to localhost)", base)
 	}
 	return u.JoinPath("/v1/exchange").String(), nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func (c *Client) httpClient() *http.Client {

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ferry-broker/ferry/internal/urlcheck"
 )
 
 // Config is ferry.yaml. Paths in it are resolved against the directory of
@@ -281,24 +283,10 @@ func checkURL(raw string) error {
 	if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 		return fmt.Errorf("%s is not an absolute URL", quote(raw))
 	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if isLoopback(u.Hostname()) {
-			return nil
-		}
+	if !urlcheck.Secure(u) {
 		return fmt.Errorf("%s must use https (plain http is allowed on loopback only)", quote(raw))
 	}
-	return fmt.Errorf("%s must use https", quote(raw))
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return nil
 }
 
 func (c *Config) resolvePaths(base string) {

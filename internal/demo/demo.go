@@ -27,6 +27,7 @@ import (
 	"github.com/ferry-broker/ferry/internal/config"
 	"github.com/ferry-broker/ferry/internal/devissuer"
 	"github.com/ferry-broker/ferry/internal/mint/tokensign"
+	"github.com/ferry-broker/ferry/internal/urlcheck"
 	"github.com/ferry-broker/ferry/trustpolicies"
 )
 
@@ -357,8 +358,7 @@ func demoAWSCredentials(endpoint string, getenv func(string) string) {
 	if err != nil {
 		return
 	}
-	ip := net.ParseIP(u.Hostname())
-	if u.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
+	if !urlcheck.Loopback(u.Hostname()) {
 		return
 	}
 	if getenv("AWS_ACCESS_KEY_ID") == "" && getenv("AWS_PROFILE") == "" {

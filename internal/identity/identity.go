@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -22,6 +21,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/ferry-broker/ferry/internal/claims"
+	"github.com/ferry-broker/ferry/internal/urlcheck"
 )
 
 // IssuerConfig is one trusted token issuer.
@@ -225,17 +225,10 @@ func checkURL(raw string) error {
 	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return fmt.Errorf("%s is not an absolute URL without query or fragment", claims.Describe(raw))
 	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		host := u.Hostname()
-		if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
-			return nil
-		}
+	if !urlcheck.Secure(u) {
 		return fmt.Errorf("%s must use https (plain http is allowed on loopback only)", claims.Describe(raw))
 	}
-	return fmt.Errorf("%s must use https", claims.Describe(raw))
+	return nil
 }
 
 // Verify checks a raw token and returns who it identifies. A refusal is a

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/url"
 	"slices"
 	"strings"
@@ -15,6 +14,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/oklog/ulid/v2"
+
+	"github.com/ferry-broker/ferry/internal/urlcheck"
 )
 
 // MaxLifetime bounds a signed token's life whatever the caller asks: a
@@ -126,17 +127,10 @@ func validateIssuer(issuer string) error {
 	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(issuer, "?") || strings.HasSuffix(issuer, "#") {
 		return fmt.Errorf("issuer %q must be a URL like https://ferry.example.com, without user, query or fragment", issuer)
 	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		host := u.Hostname()
-		if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
-			return nil
-		}
+	if !urlcheck.Secure(u) {
 		return fmt.Errorf("issuer %q must use https (plain http is allowed on localhost only)", issuer)
 	}
-	return fmt.Errorf("issuer %q must use https", issuer)
+	return nil
 }
 
 // Issuer is the iss of every token and the discovery document.
