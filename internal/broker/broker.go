@@ -118,6 +118,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Broker, err err
 	httpOpts := exchange.HTTPOptions{
 		Logger: logger, Metrics: deps.Metrics, Ready: b.ready,
 		RatePerSecond: cfg.RateLimit.PerSecond, RateBurst: cfg.RateLimit.Burst,
+		TrustedProxies: cfg.TrustedProxyNets(),
 	}
 	if b.signer != nil {
 		httpOpts.Discovery = b.signer

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -37,6 +38,37 @@ type Config struct {
 	PolicyReload Duration  `yaml:"policy_reload"` // how often to look for changed policy files; 0 disables (SIGHUP still reloads)
 	RateLimit    RateLimit `yaml:"rate_limit"`
 	LogLevel     string    `yaml:"log_level"` // debug | info | warn | error
+	// TrustedProxies are the load balancers and ingresses in front of the
+	// broker (CIDRs or addresses). A request from one of them is rate
+	// limited and audited under the client address it puts in
+	// X-Forwarded-For; from anywhere else the header is ignored, since any
+	// caller could write it.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// TrustedProxyNets parses TrustedProxies; Parse has already refused any
+// entry it cannot read.
+func (c *Config) TrustedProxyNets() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(c.TrustedProxies))
+	for _, p := range c.TrustedProxies {
+		if n, err := parseProxy(p); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// parseProxy reads a CIDR, or a single address as its own /32 or /128.
+func parseProxy(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // Issuer is one trusted CI token issuer.
@@ -267,6 +299,15 @@ func (c *Config) validate() []problem {
 	}
 	if c.RateLimit.Burst < 0 {
 		bad("rate_limit.burst", "must not be negative, got %d", c.RateLimit.Burst)
+	}
+	for i, p := range c.TrustedProxies {
+		n, err := parseProxy(p)
+		switch {
+		case err != nil:
+			bad(fmt.Sprintf("trusted_proxies[%d]", i), "%s is not a CIDR such as 10.0.0.0/8 or an IP address", quote(p))
+		case n.Bits() == 0:
+			bad(fmt.Sprintf("trusted_proxies[%d]", i), "%s trusts every address to name its own client address", quote(p))
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

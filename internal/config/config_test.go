@@ -59,6 +59,8 @@ func TestParseRefusesBadConfig(t *testing.T) {
 		{"a wrong type", minimal + "listen: [a, b]\n", "ferry.yaml:6:9: listen: want a string, got a list"},
 		{"an empty file", "", "file is empty"},
 		{"a bad log level", minimal + "log_level: loud\n", "log_level"},
+		{"a proxy that is not an address", minimal + "trusted_proxies: [10.0.0.0/8, lb.internal]\n", `trusted_proxies[1]: "lb.internal" is not a CIDR`},
+		{"a proxy range that trusts everyone", minimal + "trusted_proxies: [0.0.0.0/0]\n", "trusts every address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -358,5 +360,22 @@ func TestParseBoundsAliasExpansion(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("took %v", d)
+	}
+}
+
+func TestTrustedProxiesAreReadAsNetworks(t *testing.T) {
+	c, err := Parse([]byte(minimal+"trusted_proxies: [10.1.2.3/8, 192.0.2.7, '2001:db8::/32']\n"), "/", "ferry.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.TrustedProxyNets()
+	want := []string{"10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"}
+	if len(got) != len(want) {
+		t.Fatalf("TrustedProxyNets = %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i].String() != want[i] {
+			t.Errorf("TrustedProxyNets[%d] = %s, want %s", i, got[i], want[i])
+		}
 	}
 }

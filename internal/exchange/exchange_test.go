@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -376,6 +377,42 @@ func TestRateLimitAnswers429WithRetryAfter(t *testing.T) {
 	wantError(t, last, 429, "rate_limited")
 	if last.header.Get("Retry-After") == "" {
 		t.Error("429 without Retry-After")
+	}
+}
+
+func TestForwardedForCountsOnlyFromTrustedProxies(t *testing.T) {
+	forwarded := func(h *harness, client string) response {
+		tok := h.sign(h.gh, "github-push-main", nil)
+		body := strings.NewReader(`{"policy":"artifacts","token":"` + tok + `"}`)
+		return h.post("/v1/exchange", "application/json", body, map[string]string{"X-Forwarded-For": client})
+	}
+
+	direct := newHarness(t, harnessOpts{rate: 1, burst: 1})
+	if r := forwarded(direct, "203.0.113.9"); r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.raw)
+	}
+	// Without trusted proxies the header is the caller's word: it neither
+	// names the audited address nor buys a fresh rate-limit bucket.
+	wantError(t, forwarded(direct, "203.0.113.10"), 429, "rate_limited")
+	if recs := direct.auditRecords(); len(recs) != 1 || recs[0].ClientIP != "127.0.0.1" {
+		t.Errorf("audit = %+v, want the peer's own address", recs)
+	}
+
+	proxied := newHarness(t, harnessOpts{rate: 1, burst: 1, trustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	for _, client := range []string{"203.0.113.9", "203.0.113.10", "198.51.100.1, 203.0.113.11"} {
+		if r := forwarded(proxied, client); r.status != 200 {
+			t.Fatalf("client %s behind the trusted proxy: %d %s", client, r.status, r.raw)
+		}
+	}
+	wantError(t, forwarded(proxied, "203.0.113.9"), 429, "rate_limited")
+	var ips []string
+	for _, r := range proxied.auditRecords() {
+		ips = append(ips, r.ClientIP)
+	}
+	// The right-most untrusted hop is the client: what it wrote to the left
+	// of itself (198.51.100.1) is its own claim.
+	if want := []string{"203.0.113.9", "203.0.113.10", "203.0.113.11"}; strings.Join(ips, " ") != strings.Join(want, " ") {
+		t.Errorf("audited client addresses = %v, want %v", ips, want)
 	}
 }
 

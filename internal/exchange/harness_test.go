@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -142,7 +143,8 @@ type harnessOpts struct {
 	aws         bool               // start moto_server and mint AWS credentials from it
 	awsMinter   exchange.AWSMinter // overrides aws
 	gcpHandler  gcpfake.Handler
-	rate        float64
+	rate           float64
+	trustedProxies []netip.Prefix
 	burst       int
 	mintTimeout time.Duration
 	// now is the verifier's clock; nil is the real one.
@@ -227,7 +229,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	srv.Config.Handler = exchange.NewHandler(h.service, exchange.HTTPOptions{
 		Logger: logger, Metrics: deps.Metrics, Discovery: signer,
 		Ready:         pool.Readiness,
-		RatePerSecond: o.rate, RateBurst: o.burst,
+		RatePerSecond: o.rate, RateBurst: o.burst, TrustedProxies: o.trustedProxies,
 	})
 	srv.Start()
 	t.Cleanup(srv.Close)

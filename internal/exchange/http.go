@@ -9,7 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
+	"net/netip"
 	"reflect"
 	"strconv"
 	"strings"
@@ -39,8 +41,11 @@ type HTTPOptions struct {
 	// names what is degraded.
 	Ready func(ctx context.Context) (problems []string, err error)
 	// RateLimit per client address; zero PerSecond disables it.
-	RatePerSecond float64
-	RateBurst     int
+	// TrustedProxies may name the client in X-Forwarded-For; a request
+	// from anywhere else is known by its own address.
+	TrustedProxies []netip.Prefix
+	RatePerSecond  float64
+	RateBurst      int
 }
 
 // NewHandler serves the contract's HTTP API.
@@ -50,10 +55,7 @@ func NewHandler(svc *Service, o HTTPOptions) http.Handler {
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	// The broker is reached directly or through a proxy the operator runs;
-	// trusting X-Forwarded-For by default would let any caller pick the
-	// address it is rate-limited and audited under.
-	e.IPExtractor = echo.ExtractIPDirect()
+	e.IPExtractor = ipExtractor(o.TrustedProxies)
 	h := &handler{svc: svc, o: o}
 	e.HTTPErrorHandler = h.errorHandler
 	e.Use(h.requestID, h.recover)
@@ -85,6 +87,22 @@ type handler struct {
 func requestID(c echo.Context) string {
 	id, _ := c.Get("request_id").(string)
 	return id
+}
+
+// ipExtractor says which address a request is rate limited and audited
+// under. Trusting X-Forwarded-For from anyone would let any caller pick
+// it, so without trusted proxies it is the peer's own; with them, echo walks
+// the header from the right past the trusted hops, and nothing else is
+// trusted (echo would otherwise trust loopback and private ranges).
+func ipExtractor(trusted []netip.Prefix) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, p := range trusted {
+		opts = append(opts, echo.TrustIPRange(&net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
 }
 
 func (h *handler) requestID(next echo.HandlerFunc) echo.HandlerFunc {
