@@ -140,13 +140,13 @@ func (b breakableAudit) Write(ctx context.Context, r audit.Record) (audit.Record
 }
 
 type harnessOpts struct {
-	aws         bool               // start moto_server and mint AWS credentials from it
-	awsMinter   exchange.AWSMinter // overrides aws
-	gcpHandler  gcpfake.Handler
+	aws            bool               // start moto_server and mint AWS credentials from it
+	awsMinter      exchange.AWSMinter // overrides aws
+	gcpHandler     gcpfake.Handler
 	rate           float64
 	trustedProxies []netip.Prefix
-	burst       int
-	mintTimeout time.Duration
+	burst          int
+	mintTimeout    time.Duration
 	// now is the verifier's clock; nil is the real one.
 	now func() time.Time
 }
