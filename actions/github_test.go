@@ -214,7 +214,7 @@ func TestGitHubActionMintsAWSCredentials(t *testing.T) {
 	if !strings.Contains(r.stdout, `Ferry: policy "gh-deploy" granted AWS credentials`) {
 		t.Errorf("no summary line:\n%s", r)
 	}
-	if strings.Contains(e.broker.stderr.String(), issued[0]) {
+	if strings.Contains(e.broker.Stderr(), issued[0]) {
 		t.Error("the job's token reached the broker's log")
 	}
 }

@@ -8,7 +8,6 @@
 package actions_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -32,6 +31,7 @@ import (
 
 	"github.com/ferry-broker/ferry/internal/devissuer"
 	"github.com/ferry-broker/ferry/internal/mint/tokensign"
+	"github.com/ferry-broker/ferry/internal/testsupport/ferryproc"
 	"github.com/ferry-broker/ferry/internal/testsupport/moto"
 )
 
@@ -120,32 +120,18 @@ func repoRoot(t *testing.T) string {
 	return filepath.Dir(filepath.Dir(file))
 }
 
-// buildFerry builds cmd/ferry into a temporary directory as "ferry", so the
-// directory can go on a job's PATH.
-func buildFerry(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "ferry")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/ferry")
-	cmd.Dir = repoRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build ferry: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // env is everything a broker test needs: the binary, the two CI issuers,
 // a local STS and a running broker.
 type env struct {
 	ferry  string
 	gh, gl *devissuer.Issuer
 	sts    *moto.Server
-	broker *brokerProc
+	broker *ferryproc.Server
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{ferry: buildFerry(t)}
+	e := &env{ferry: ferryproc.BuildT(t)}
 	var err error
 	if e.gh, err = devissuer.Start(devissuer.Options{Flavor: devissuer.GitHub}); err != nil {
 		t.Fatal(err)
@@ -209,58 +195,10 @@ func writePolicies(t *testing.T, dir string) {
 	}
 }
 
-// brokerProc is `ferry serve` running as a child process.
-type brokerProc struct {
-	URL    string
-	stderr *lockedBuffer
-}
-
-// startBroker runs the real binary and waits for it to say where it
-// listens, as cmd/ferry's end-to-end tests do.
-func (e *env) startBroker(t *testing.T, extraConfig string) *brokerProc {
+// startBroker runs the real binary on this env's issuers and STS.
+func (e *env) startBroker(t *testing.T, extraConfig string) *ferryproc.Server {
 	t.Helper()
-	cfgPath := filepath.Join(t.TempDir(), "ferry.yaml")
-	if err := os.WriteFile(cfgPath, []byte(e.brokerConfig(t, extraConfig)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b := &brokerProc{stderr: &lockedBuffer{}}
-	cmd := exec.Command(e.ferry, "serve", "--config", cfgPath)
-	cmd.Env = append(os.Environ(), e.sts.Env()...)
-	pipe, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start ferry serve: %v", err)
-	}
-	addr := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		sc := bufio.NewScanner(pipe)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			b.stderr.WriteString(line + "\n")
-			var rec struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "ferry serving" {
-				addr <- rec.Addr
-			}
-		}
-		done <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-	})
-	select {
-	case a := <-addr:
-		b.URL = "http://" + a
-	case err := <-done:
-		t.Fatalf("ferry serve exited: %v\n%s", err, b.stderr.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("ferry serve did not start\n%s", b.stderr.String())
-	}
-	return b
+	return ferryproc.Serve(t, e.ferry, e.brokerConfig(t, extraConfig), e.sts.Env())
 }
 
 // sign issues a CI token from one of devissuer's sample payloads, edited.
@@ -508,21 +446,4 @@ func exhaustRateLimit(t *testing.T, brokerURL string) {
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("the rate-limited broker answered %d (Retry-After %q), want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) WriteString(s string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.WriteString(s)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -12,12 +11,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ferry-broker/ferry/internal/devissuer"
 	"github.com/ferry-broker/ferry/internal/mint/tokensign"
+	"github.com/ferry-broker/ferry/internal/testsupport/ferryproc"
 	"github.com/ferry-broker/ferry/internal/testsupport/moto"
 )
 
@@ -30,11 +29,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	ferryBin = filepath.Join(dir, "ferry")
-	build := exec.Command("go", "build", "-o", ferryBin, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build ferry:", err)
+	if ferryBin, err = ferryproc.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -42,75 +38,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// server is `ferry serve` running as a child process.
-type server struct {
-	URL    string
-	cmd    *exec.Cmd
-	stderr *lockedBuffer
-	done   chan error
-}
-
 // startServe runs the real binary with cfg and waits for it to say where it
 // listens.
-func startServe(t *testing.T, cfgYAML string, env []string) *server {
+func startServe(t *testing.T, cfgYAML string, env []string) *ferryproc.Server {
 	t.Helper()
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "ferry.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfgYAML), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := &server{stderr: &lockedBuffer{}, done: make(chan error, 1)}
-	s.cmd = exec.Command(ferryBin, "serve", "--config", cfgPath)
-	s.cmd.Env = append(os.Environ(), env...)
-	pipe, err := s.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pipe)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			s.stderr.WriteString(line + "\n")
-			var rec struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "ferry serving" {
-				addr <- rec.Addr
-			}
-		}
-		s.done <- s.cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = s.cmd.Process.Kill()
-	})
-	select {
-	case a := <-addr:
-		s.URL = "http://" + a
-	case err := <-s.done:
-		t.Fatalf("ferry serve exited: %v\n%s", err, s.stderr.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("ferry serve did not start\n%s", s.stderr.String())
-	}
-	return s
-}
-
-// stop sends SIGTERM and expects a clean exit.
-func (s *server) stop(t *testing.T) {
-	t.Helper()
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-s.done:
-		if err != nil {
-			t.Errorf("ferry serve exited with %v after SIGTERM\n%s", err, s.stderr.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("ferry serve did not stop on SIGTERM")
-	}
+	return ferryproc.Serve(t, ferryBin, cfgYAML, env)
 }
 
 type result struct {
@@ -264,7 +196,7 @@ func TestServeMintsAWSCredentialsTheAWSCLIAccepts(t *testing.T) {
 		t.Errorf("a refused exchange: exit %d, stderr %q", r.code, r.stderr)
 	}
 
-	srv.stop(t)
+	srv.Stop(t)
 
 	// 4. The audit log verifies and holds every decision. botocore calls
 	// credential_process again at once when the credentials expire within
@@ -294,7 +226,7 @@ func TestServeMintsAWSCredentialsTheAWSCLIAccepts(t *testing.T) {
 	if allows != 2 || refs != 1 || replays > 1 {
 		t.Errorf("audit: %d allows, %d ref refusals, %d replays; want 2, 1, at most 1", allows, refs, replays)
 	}
-	logs := readFile(t, auditPath) + srv.stderr.String()
+	logs := readFile(t, auditPath) + srv.Stderr()
 	for _, secret := range []string{res.AWS.SecretAccessKey, res.AWS.SessionToken, readFile(t, tokFile)} {
 		if strings.Contains(logs, secret) {
 			t.Errorf("a secret reached the audit log or server log: %.10s…", secret)
@@ -387,7 +319,7 @@ func TestExchangeFindsTheTokenAsEachCIPlatformHandsItOut(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "id-token: write") {
 		t.Errorf("no token: exit %d, %q", r.code, r.stderr)
 	}
-	srv.stop(t)
+	srv.Stop(t)
 }
 
 func mustSample(t *testing.T, name string) map[string]any {
@@ -504,21 +436,4 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(data)
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) WriteString(s string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.WriteString(s)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
