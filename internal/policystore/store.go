@@ -136,8 +136,9 @@ func (s *Store) reloadAndLog(ctx context.Context, asked bool) {
 	}
 }
 
-// fingerprint hashes the names, sizes and contents of the policy files, so
-// an unchanged directory is not parsed again on every tick.
+// fingerprint hashes the names, sizes and contents of the files LoadDir
+// reads, so an unchanged directory (or one where only test files changed)
+// is not parsed again on every tick.
 func fingerprint(dir string) (string, error) {
 	var files []string
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
@@ -147,7 +148,7 @@ func fingerprint(dir string) (string, error) {
 		if d.IsDir() && path != dir {
 			return fs.SkipDir
 		}
-		if ext := filepath.Ext(path); !d.IsDir() && (ext == ".yaml" || ext == ".yml") {
+		if !d.IsDir() && trust.IsPolicyFile(d.Name()) {
 			files = append(files, path)
 		}
 		return nil

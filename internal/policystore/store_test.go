@@ -675,6 +675,7 @@ func TestFingerprint(t *testing.T) {
 	}{
 		{"identical", map[string]string{"a.yaml": "xy", "b.yaml": "z"}, true},
 		{"plus non-policy files", map[string]string{"a.yaml": "xy", "b.yaml": "z", "c.txt": "q", "d.yaml~": "q"}, true},
+		{"plus test and hidden files", map[string]string{"a.yaml": "xy", "b.yaml": "z", "a.test.yaml": "cases: []", ".swap.yaml": "q"}, true},
 		{"same length, other bytes", map[string]string{"a.yaml": "xq", "b.yaml": "z"}, false},
 		{"bytes moved between files", map[string]string{"a.yaml": "x", "b.yaml": "yz"}, false},
 		{"renamed", map[string]string{"a.yaml": "xy", "c.yaml": "z"}, false},

@@ -66,6 +66,12 @@ func isYAML(name string) bool {
 	return strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")
 }
 
+// IsPolicyFile reports whether LoadDir reads a file of this name: YAML,
+// not a test file, not hidden (editors' and Kubernetes' own files).
+func IsPolicyFile(name string) bool {
+	return isYAML(name) && !isTestFile(name) && !strings.HasPrefix(name, ".")
+}
+
 // LoadDir loads every *.yaml and *.yml policy in dir (not its
 // subdirectories, and not *.test.yaml), validates and compiles them. On
 // any problem it returns a *LoadError and no Set.
@@ -78,7 +84,7 @@ func LoadDir(dir string, opts LoadOptions) (*Set, error) {
 	var problems []Problem
 	for _, e := range entries {
 		name := e.Name()
-		if e.IsDir() || !isYAML(name) || isTestFile(name) || strings.HasPrefix(name, ".") {
+		if e.IsDir() || !IsPolicyFile(name) {
 			continue
 		}
 		path := filepath.Join(dir, name)
