@@ -182,7 +182,7 @@ func (d *run) allowAWS(ctx context.Context, endpoint string) error {
 	if errors.As(err, &apiErr) && apiErr.Code == "upstream_error" {
 		// The policy allowed it and STS said no: that is the broker
 		// working, and the rest of the demo still has something to show.
-		d.p.refused("%d %s: %s", apiErr.Status, apiErr.Code, apiErr.Description)
+		d.p.refused(apiErr)
 		d.p.line("Ferry allowed the request, but the STS at %s refused or failed; no credentials.", endpoint)
 		return nil
 	}
@@ -289,7 +289,7 @@ func (d *run) expectRefusal(ctx context.Context, policy, tok, want string) error
 	if !errors.As(err, &apiErr) || apiErr.Code != want {
 		return fmt.Errorf("demo: expected %s from policy %s, got %v", want, policy, err)
 	}
-	d.p.refused("%d %s: %s", apiErr.Status, apiErr.Code, apiErr.Description)
+	d.p.refused(apiErr)
 	return nil
 }
 

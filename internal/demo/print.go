@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/ferry-broker/ferry/internal/client"
 )
 
 // printer writes the demo's narrative.
@@ -20,8 +22,8 @@ func (p *printer) line(format string, a ...any) {
 func (p *printer) ok(format string, a ...any) {
 	fmt.Fprintf(p.w, " ✔ %s\n", fmt.Sprintf(format, a...))
 }
-func (p *printer) refused(format string, a ...any) {
-	fmt.Fprintf(p.w, " ✘ %s\n", fmt.Sprintf(format, a...))
+func (p *printer) refused(e *client.APIError) {
+	fmt.Fprintf(p.w, " ✘ %d %s: %s\n", e.Status, e.Code, e.Description)
 }
 
 // parseUnverifiedAudience reads aud from a JWT so the demo can configure the

@@ -63,7 +63,7 @@ func NewHandler(svc *Service, o HTTPOptions) http.Handler {
 	limit := newLimiter(o.RatePerSecond, o.RateBurst)
 	// Routes, not an echo Group: a group with middleware answers every
 	// other method on its paths with 404 rather than 405.
-	api := []echo.MiddlewareFunc{limitBody(MaxBodyBytes), h.rateLimit(limit)}
+	api := []echo.MiddlewareFunc{limitBody, h.rateLimit(limit)}
 	e.POST("/v1/exchange", h.exchange, api...)
 	e.POST(tokenPath, h.tokenExchange, api...)
 
@@ -132,15 +132,18 @@ func (h *handler) recover(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// limitBody refuses bodies over max before anything reads them.
-func limitBody(max int64) echo.MiddlewareFunc {
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			r := c.Request()
-			r.Body = http.MaxBytesReader(c.Response(), r.Body, max)
-			return next(c)
-		}
+// limitBody bounds what any handler can read of a body to MaxBodyBytes;
+// readBody turns going over it into the contract's 413.
+func limitBody(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		r.Body = http.MaxBytesReader(c.Response(), r.Body, MaxBodyBytes)
+		return next(c)
 	}
+}
+
+func errBodyTooLarge() *Error {
+	return errorf(RequestTooLarge, "request body is larger than %d KiB", MaxBodyBytes>>10)
 }
 
 // readBody reads a body limitBody has bounded. Its refusals reach the
@@ -148,12 +151,12 @@ func limitBody(max int64) echo.MiddlewareFunc {
 func readBody(c echo.Context) ([]byte, error) {
 	if c.Request().ContentLength > MaxBodyBytes {
 		// Declared too large: refused without reading a byte.
-		return nil, errorf(RequestTooLarge, "request body is larger than %d KiB", MaxBodyBytes>>10)
+		return nil, errBodyTooLarge()
 	}
 	body, err := io.ReadAll(c.Request().Body)
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
-		return nil, errorf(RequestTooLarge, "request body is larger than %d KiB", tooLarge.Limit>>10)
+		return nil, errBodyTooLarge()
 	}
 	if err != nil {
 		return nil, errorf(InvalidRequest, "could not read the request body")
@@ -380,7 +383,7 @@ func fromEcho(he *echo.HTTPError) *Error {
 	case http.StatusMethodNotAllowed:
 		return errorf(MethodNotAllowed, "method not allowed")
 	case http.StatusRequestEntityTooLarge:
-		return errorf(RequestTooLarge, "request body is larger than %d KiB", MaxBodyBytes>>10)
+		return errBodyTooLarge()
 	}
 	if he.Code >= 400 && he.Code < 500 {
 		return errorf(InvalidRequest, "%s", http.StatusText(he.Code))
