@@ -30,7 +30,6 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/ferry-broker/ferry/internal/devissuer"
-	"github.com/ferry-broker/ferry/internal/mint/tokensign"
 	"github.com/ferry-broker/ferry/internal/testsupport/ferryproc"
 	"github.com/ferry-broker/ferry/internal/testsupport/moto"
 )
@@ -153,29 +152,7 @@ func (e *env) brokerConfig(t *testing.T, extra string) string {
 	dir := t.TempDir()
 	policies := filepath.Join(dir, "policies")
 	writePolicies(t, policies)
-	key, err := tokensign.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPath := filepath.Join(dir, "signing.pem")
-	if err := tokensign.WriteKeyFile(keyPath, key); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf(`listen: 127.0.0.1:0
-policies: %s
-issuers:
-  - name: github
-    issuer: %s
-    audiences: [ferry]
-  - name: gitlab
-    issuer: %s
-    audiences: [ferry]
-audit:
-  path: %s
-token:
-  issuer: https://ferry.example.com
-  signing_key: %s
-%s`, policies, e.gh.URL(), e.gl.URL(), filepath.Join(dir, "audit.log"), keyPath, extra)
+	return ferryproc.Config(t, policies, e.gh.URL(), e.gl.URL(), filepath.Join(dir, "audit.log")) + extra
 }
 
 func writePolicies(t *testing.T, dir string) {

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/ferry-broker/ferry/internal/devissuer"
-	"github.com/ferry-broker/ferry/internal/mint/tokensign"
 	"github.com/ferry-broker/ferry/internal/testsupport/ferryproc"
 	"github.com/ferry-broker/ferry/internal/testsupport/moto"
 )
@@ -97,30 +96,7 @@ func repoPolicies(t *testing.T) string {
 
 func brokerConfig(t *testing.T, gh, gl *devissuer.Issuer, auditPath string) string {
 	t.Helper()
-	key, err := tokensign.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPath := filepath.Join(t.TempDir(), "signing.pem")
-	if err := tokensign.WriteKeyFile(keyPath, key); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf(`
-listen: 127.0.0.1:0
-policies: %s
-issuers:
-  - name: github
-    issuer: %s
-    audiences: [ferry]
-  - name: gitlab
-    issuer: %s
-    audiences: [ferry]
-audit:
-  path: %s
-token:
-  issuer: https://ferry.example.com
-  signing_key: %s
-`, repoPolicies(t), gh.URL(), gl.URL(), auditPath, keyPath)
+	return ferryproc.Config(t, repoPolicies(t), gh.URL(), gl.URL(), auditPath)
 }
 
 func startIssuers(t *testing.T) (gh, gl *devissuer.Issuer) {

@@ -6,6 +6,7 @@ package ferryproc
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ferry-broker/ferry/internal/mint/tokensign"
 )
 
 // Build compiles cmd/ferry into dir as "ferry" (so dir can go on a PATH)
@@ -51,6 +54,37 @@ func BuildT(t *testing.T) string {
 func repoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..", "..")
+}
+
+// Config is a ferry.yaml for a broker on a free loopback port that trusts a
+// GitHub-style and a GitLab-style issuer (audience "ferry"), reads policies
+// from dir, audits to auditPath and signs Ferry tokens with a fresh ES256 key
+// written into the test's temporary directory.
+func Config(t *testing.T, policies, githubIssuer, gitlabIssuer, auditPath string) string {
+	t.Helper()
+	key, err := tokensign.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPath := filepath.Join(t.TempDir(), "signing.pem")
+	if err := tokensign.WriteKeyFile(keyPath, key); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf(`listen: 127.0.0.1:0
+policies: %s
+issuers:
+  - name: github
+    issuer: %s
+    audiences: [ferry]
+  - name: gitlab
+    issuer: %s
+    audiences: [ferry]
+audit:
+  path: %s
+token:
+  issuer: https://ferry.example.com
+  signing_key: %s
+`, policies, githubIssuer, gitlabIssuer, auditPath, keyPath)
 }
 
 // Server is `ferry serve` running as a child process.
