@@ -239,9 +239,11 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 	}
 	// An endpoint that cannot serve the policy's grant says so before the
 	// claims are weighed: the caller is at the wrong door either way.
-	if p, ok := set.Lookup(req.Policy); ok && len(req.GrantTypes) > 0 && !slices.Contains(req.GrantTypes, p.Grant.Type()) {
-		return nil, "", &Error{Code: InvalidRequest, Rule: "grant_type",
-			Description: fmt.Sprintf("policy %q grants %s credentials, which this endpoint does not serve; use POST /v1/exchange", p.Name, p.Grant.Type())}
+	if len(req.GrantTypes) > 0 {
+		if p, ok := set.Lookup(req.Policy); ok && !slices.Contains(req.GrantTypes, p.Grant.Type()) {
+			return nil, "", &Error{Code: InvalidRequest, Rule: "grant_type",
+				Description: fmt.Sprintf("policy %q grants %s credentials, which this endpoint does not serve; use POST /v1/exchange", p.Name, p.Grant.Type())}
+		}
 	}
 	dec := set.Authorize(id.Issuer, req.Policy, id.Claims)
 	rec.Rule = dec.Rule
