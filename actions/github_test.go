@@ -16,6 +16,8 @@ import (
 
 	"github.com/ferry-broker/ferry/internal/broker"
 	"github.com/ferry-broker/ferry/internal/config"
+	"github.com/ferry-broker/ferry/internal/grant"
+	"github.com/ferry-broker/ferry/internal/mint/gcpiam"
 	"github.com/ferry-broker/ferry/internal/testsupport/gcpfake"
 )
 
@@ -271,7 +273,11 @@ func TestGitHubActionExportsAGCPAccessToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := broker.New(context.Background(), cfg, broker.Options{GCPClientOptions: gcp.ClientOptions()})
+	gm, err := gcpiam.New(context.Background(), gcp.ClientOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := broker.New(context.Background(), cfg, broker.Options{Minters: map[string]grant.Minter{gcpiam.KindName: gm}})
 	if err != nil {
 		t.Fatalf("build broker: %v", err)
 	}

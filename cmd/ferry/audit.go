@@ -14,6 +14,8 @@ import (
 	"unicode"
 
 	"github.com/ferry-broker/ferry/internal/audit"
+	"github.com/ferry-broker/ferry/internal/claims"
+	"github.com/ferry-broker/ferry/internal/registry"
 	"github.com/ferry-broker/ferry/internal/trust"
 )
 
@@ -121,9 +123,14 @@ func runAuditReport(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	opts := audit.ReportOptions{Window: *window, Threshold: *threshold, Top: *top}
+	platforms := registry.Platforms()
+	opts := audit.ReportOptions{Window: *window, Threshold: *threshold, Top: *top,
+		Job: func(subject string, c []claims.Pair) (string, string) {
+			j := platforms.JobOfClaims(subject, c)
+			return j.Who, j.Run
+		}}
 	if *policies != "" {
-		set, err := trust.LoadDir(*policies, trust.LoadOptions{})
+		set, err := trust.LoadDir(*policies, trust.LoadOptions{Kinds: registry.Kinds(), Platforms: platforms})
 		if err != nil {
 			fmt.Fprintf(stderr, "ferry audit report: load policies from %s:\n", *policies)
 			policyPrintProblems(err, stderr)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/ferry-broker/ferry/internal/claims"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,10 +41,10 @@ func recentDecisions() []audit.Record {
 	var rs []audit.Record
 	for i := range 3 {
 		rs = append(rs, audit.Record{Time: now.Add(-time.Duration(i+1) * time.Hour), RequestID: fmt.Sprint(i), Decision: audit.Allow,
-			Policy: "deploy-prod", Repository: "acme/app", RunID: fmt.Sprint(100 + i)})
+			Policy: "deploy-prod", Claims: []claims.Pair{{Name: "repository", Value: "acme/app"}, {Name: "run_id", Value: fmt.Sprint(100 + i)}}})
 	}
 	rs = append(rs, audit.Record{Time: now.Add(-30 * time.Minute), RequestID: "d", Decision: audit.Deny, Policy: "deploy-prod",
-		Repository: "acme/fork", Error: "access_denied", Reason: "match.ref: claim ref is \"\x1b[31mrefs/heads/dev\"\ttab"})
+		Claims: []claims.Pair{{Name: "repository", Value: "acme/fork"}}, Error: "access_denied", Reason: "match.ref: claim ref is \"\x1b[31mrefs/heads/dev\"\ttab"})
 	return rs
 }
 

@@ -12,7 +12,9 @@ import (
 	"text/tabwriter"
 
 	"github.com/ferry-broker/ferry/internal/claims"
+	"github.com/ferry-broker/ferry/internal/registry"
 	"github.com/ferry-broker/ferry/internal/trust"
+	"github.com/ferry-broker/ferry/internal/yamlpos"
 )
 
 // policyDefaultDir is where pipeline owners keep their policies.
@@ -99,16 +101,16 @@ func (pf *policyFlags) parse(args []string) (dir string, code int, done bool) {
 }
 
 func (pf *policyFlags) options() trust.LoadOptions {
+	opts := trust.LoadOptions{Kinds: registry.Kinds(), Platforms: registry.Platforms()}
 	if pf.issuers == "" {
-		return trust.LoadOptions{}
+		return opts
 	}
-	var names []string
 	for _, n := range strings.Split(pf.issuers, ",") {
 		if n = strings.TrimSpace(n); n != "" {
-			names = append(names, n)
+			opts.Issuers = append(opts.Issuers, n)
 		}
 	}
-	return trust.LoadOptions{Issuers: names}
+	return opts
 }
 
 // policyParseInterspersed lets flags follow positional arguments, as in
@@ -224,6 +226,9 @@ func runPolicyExplain(args []string, stdout, stderr io.Writer) int {
 		return exitFail
 	}
 	cs, err := claims.Parse(data)
+	if err == nil {
+		err = registry.Platforms().Check(cs)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "ferry policy explain: %s: %v\n", *claimsFile, err)
 		return exitFail
@@ -297,7 +302,7 @@ func policyWriteBlastTable(w io.Writer, exposures []trust.Exposure) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "POLICY\tISSUER\tGRANT\tCREDENTIAL\tMAX\tWARNINGS")
 	for _, e := range exposures {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", e.Policy, e.Issuer, e.Grant, e.Credential, trust.FormatDuration(e.MaxDuration), len(e.Warnings))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", e.Policy, e.Issuer, e.Grant, e.Credential, yamlpos.FormatDuration(e.MaxDuration), len(e.Warnings))
 	}
 	_ = tw.Flush()
 	for _, e := range exposures {
@@ -312,7 +317,7 @@ func policyWriteBlastTable(w io.Writer, exposures []trust.Exposure) {
 				fmt.Fprintf(w, "    %s\n", s)
 			}
 		}
-		fmt.Fprintf(w, "  grants %s %s for up to %s\n", e.Grant, e.Credential, trust.FormatDuration(e.MaxDuration))
+		fmt.Fprintf(w, "  grants %s %s for up to %s\n", e.Grant, e.Credential, yamlpos.FormatDuration(e.MaxDuration))
 		for _, s := range e.Narrowing {
 			fmt.Fprintf(w, "    narrowed by %s\n", s)
 		}

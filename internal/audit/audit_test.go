@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ferry-broker/ferry/internal/claims"
 	"io"
 	"os"
 	"path/filepath"
@@ -22,22 +23,24 @@ var t0 = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 // turn, with every identifying field set.
 func sample(i int) Record {
 	r := Record{
-		Time:           t0.Add(time.Duration(i) * time.Minute),
-		RequestID:      fmt.Sprintf("01JREQ%04d", i),
-		Decision:       Allow,
-		Policy:         "deploy-prod",
-		Issuer:         "https://token.actions.githubusercontent.com",
-		Subject:        "repo:acme/app:environment:production",
-		Repository:     "acme/app",
-		RepositoryID:   "892345671",
-		Ref:            "refs/heads/main",
-		Environment:    "production",
-		EventName:      "push",
-		RunID:          fmt.Sprint(9000 + i),
-		Actor:          "octocat",
-		JobWorkflowRef: "acme/app/.github/workflows/deploy.yml@refs/heads/main",
-		ClientIP:       "192.0.2.10",
-		Credential:     &Credential{Type: "aws", ID: "ASIAEXAMPLE", ExpiresAt: t0.Add(time.Duration(i)*time.Minute + 15*time.Minute)},
+		Time:      t0.Add(time.Duration(i) * time.Minute),
+		RequestID: fmt.Sprintf("01JREQ%04d", i),
+		Decision:  Allow,
+		Policy:    "deploy-prod",
+		Issuer:    "https://token.actions.githubusercontent.com",
+		Subject:   "repo:acme/app:environment:production",
+		Claims: []claims.Pair{
+			{Name: "repository", Value: "acme/app"},
+			{Name: "repository_id", Value: "892345671"},
+			{Name: "ref", Value: "refs/heads/main"},
+			{Name: "environment", Value: "production"},
+			{Name: "event_name", Value: "push"},
+			{Name: "run_id", Value: fmt.Sprint(9000 + i)},
+			{Name: "actor", Value: "octocat"},
+			{Name: "job_workflow_ref", Value: "acme/app/.github/workflows/deploy.yml@refs/heads/main"},
+		},
+		ClientIP:   "192.0.2.10",
+		Credential: &Credential{Type: "aws", ID: "ASIAEXAMPLE", ExpiresAt: t0.Add(time.Duration(i)*time.Minute + 15*time.Minute)},
 	}
 	if i%2 == 1 {
 		r.Decision, r.Error, r.Reason, r.Rule, r.Credential = Deny, "access_denied", `claim ref is "refs/heads/dev", policy wants "refs/heads/main"`, "match.ref", nil

@@ -1,6 +1,13 @@
 package audit
 
-import "time"
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/ferry-broker/ferry/internal/claims"
+)
 
 // Decision values.
 const (
@@ -13,8 +20,8 @@ const (
 //
 // The contract's fields are always present, empty when they do not apply,
 // so a consumer with a fixed schema finds every key on every line; the
-// identifying claims appear only when the token carried them, since a GitHub
-// record has no GitLab claims and the reverse.
+// identifying claims appear only when the token carried them, since a
+// GitHub record has no GitLab claims and the reverse.
 type Record struct {
 	Time      time.Time `json:"time"`
 	RequestID string    `json:"request_id"`
@@ -26,22 +33,11 @@ type Record struct {
 	Issuer    string    `json:"issuer"`
 	Subject   string    `json:"subject"`
 
-	// Identifying claims, GitHub.
-	Repository     string `json:"repository,omitempty"`
-	RepositoryID   string `json:"repository_id,omitempty"`
-	Ref            string `json:"ref,omitempty"`
-	Environment    string `json:"environment,omitempty"`
-	EventName      string `json:"event_name,omitempty"`
-	RunID          string `json:"run_id,omitempty"`
-	Actor          string `json:"actor,omitempty"`
-	JobWorkflowRef string `json:"job_workflow_ref,omitempty"`
-	// Identifying claims, GitLab.
-	ProjectPath    string `json:"project_path,omitempty"`
-	ProjectID      string `json:"project_id,omitempty"`
-	PipelineID     string `json:"pipeline_id,omitempty"`
-	JobID          string `json:"job_id,omitempty"`
-	PipelineSource string `json:"pipeline_source,omitempty"`
-	UserLogin      string `json:"user_login,omitempty"`
+	// Claims are the token's identifying claims (repository, run_id;
+	// project_path, pipeline_id…: which ones is the platform's business,
+	// see internal/platform). They are written as members of the record
+	// itself, in order, after subject.
+	Claims []claims.Pair `json:"-"`
 
 	Credential *Credential `json:"credential"` // null on deny
 	ClientIP   string      `json:"client_ip"`
@@ -52,7 +48,93 @@ type Record struct {
 
 // Credential identifies what was minted without revealing it.
 type Credential struct {
-	Type      string    `json:"type"`         // aws | gcp | token
+	Type      string    `json:"type"`         // the grant's kind: aws, gcp, token…
 	ID        string    `json:"id,omitempty"` // AWS access key id, token jti, service account
 	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// Claim returns the identifying claim of that name, "" when the record has
+// none.
+func (r *Record) Claim(name string) string {
+	for _, c := range r.Claims {
+		if c.Name == name {
+			return c.Value
+		}
+	}
+	return ""
+}
+
+// fields is Record without its methods, for the default encoding of the
+// fixed members.
+type fields Record
+
+// members are the record's fixed member names: a claim of one of these
+// names is not written, so it can never stand in for one.
+var members = map[string]bool{
+	"time": true, "request_id": true, "decision": true, "error": true, "reason": true, "rule": true,
+	"policy": true, "issuer": true, "subject": true, "credential": true, "client_ip": true, "prev": true, "hash": true,
+}
+
+// claimsAt is where the claims go: before the member after subject.
+var claimsAt = []byte(`,"credential":`)
+
+// MarshalJSON writes the fixed members in order with the identifying
+// claims spliced in after subject. Member names and values are JSON-encoded,
+// so the first `,"credential":` in the encoding is the member itself.
+func (r Record) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(fields(r))
+	if err != nil || len(r.Claims) == 0 {
+		return b, err
+	}
+	at := bytes.Index(b, claimsAt)
+	if at < 0 {
+		return nil, fmt.Errorf("encode audit record: no credential member")
+	}
+	out := make([]byte, 0, len(b)+32*len(r.Claims))
+	out = append(out, b[:at]...)
+	seen := make(map[string]bool, len(r.Claims))
+	for _, c := range r.Claims {
+		if members[c.Name] || seen[c.Name] || c.Name == "" {
+			continue
+		}
+		seen[c.Name] = true
+		name, _ := json.Marshal(c.Name) // encoding a string cannot fail
+		value, _ := json.Marshal(c.Value)
+		out = append(out, ',')
+		out = append(out, name...)
+		out = append(out, ':')
+		out = append(out, value...)
+	}
+	return append(out, b[at:]...), nil
+}
+
+// UnmarshalJSON reads the fixed members, and every other string member as
+// an identifying claim, in the order written.
+func (r *Record) UnmarshalJSON(data []byte) error {
+	var f fields
+	if err := json.Unmarshal(data, &f); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if _, err := dec.Token(); err != nil { // {
+		return err
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		name, _ := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return err
+		}
+		var s string
+		if members[name] || json.Unmarshal(v, &s) != nil {
+			continue
+		}
+		f.Claims = append(f.Claims, claims.Pair{Name: name, Value: s})
+	}
+	*r = Record(f)
+	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"slices"
 	"time"
+
+	"github.com/ferry-broker/ferry/internal/claims"
 )
 
 // Report defaults.
@@ -33,6 +35,11 @@ type ReportOptions struct {
 	Threshold int
 	// Top bounds the repeated-request and denial lists (default 10).
 	Top int
+	// Job names who asked (the repository or project) and in which CI run,
+	// from a record's subject and identifying claims; by default the
+	// subject, with no run. Which claims say so is the platform's
+	// business: `ferry audit report` passes the platforms'.
+	Job func(subject string, claims []claims.Pair) (who, run string)
 }
 
 // ReportResult is what `ferry audit report` shows.
@@ -121,6 +128,9 @@ func Report(r io.Reader, opts ReportOptions) (*ReportResult, error) {
 	if opts.Top <= 0 {
 		opts.Top = DefaultReportTop
 	}
+	if opts.Job == nil {
+		opts.Job = subjectOnly
+	}
 	res := &ReportResult{From: opts.Now.Add(-opts.Window).UTC(), To: opts.Now.UTC(), DormancyChecked: opts.Policies != nil}
 
 	usage := map[string]*PolicyUsage{}
@@ -196,13 +206,13 @@ func Report(r io.Reader, opts ReportOptions) (*ReportResult, error) {
 				denialPolicies[k][rec.Policy] = true
 			}
 		}
-		id := identity(&rec)
+		id, run := opts.Job(rec.Subject, rec.Claims)
 		if id == "" {
 			return nil
 		}
 		ip := identityPolicy{id, rec.Policy}
 		perHour[ip] = append(perHour[ip], rec.Time)
-		if run := cmp.Or(rec.RunID, rec.PipelineID); run != "" {
+		if run != "" {
 			ir := identityRun{id, run}
 			perRun[ir] = append(perRun[ir], rec.Time)
 		}
@@ -265,10 +275,8 @@ func (res *ReportResult) noteChain(line int, reason string) {
 	}
 }
 
-// identity names who asked: the repository or project, else the subject.
-func identity(r *Record) string {
-	return cmp.Or(r.Repository, r.ProjectPath, r.Subject)
-}
+// subjectOnly is the default Job: who asked is the token's subject.
+func subjectOnly(subject string, _ []claims.Pair) (string, string) { return subject, "" }
 
 // busiestHour returns the most requests in any one-hour span of times, and
 // that span's first and last request.

@@ -2,8 +2,10 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
+	"github.com/ferry-broker/ferry/internal/claims"
 	"reflect"
 	"strings"
 	"testing"
@@ -29,7 +31,7 @@ func buildLog(t *testing.T, entries []entry) []byte {
 	l := New(&buf, Genesis)
 	for i, e := range entries {
 		r := Record{Time: reportNow.Add(-e.ago), RequestID: fmt.Sprint(i), Decision: e.decision, Policy: e.policy,
-			Repository: e.repo, RunID: e.run, Error: e.errCode, Reason: e.reason}
+			Claims: []claims.Pair{{Name: "repository", Value: e.repo}, {Name: "run_id", Value: e.run}}, Error: e.errCode, Reason: e.reason}
 		if _, err := l.Write(context.Background(), r); err != nil {
 			t.Fatal(err)
 		}
@@ -78,7 +80,7 @@ func reportLog(t *testing.T) []byte {
 }
 
 func TestReportFindsDormantPolicies(t *testing.T) {
-	res, err := Report(bytes.NewReader(reportLog(t)), ReportOptions{
+	res, err := Report(bytes.NewReader(reportLog(t)), ReportOptions{Job: repoAndRun,
 		Policies: []string{"never-used", "deploy-prod", "deploy-staging"},
 		Now:      reportNow,
 	})
@@ -101,7 +103,7 @@ func TestReportFindsDormantPolicies(t *testing.T) {
 }
 
 func TestReportCountsDecisionsPerPolicyInTheWindow(t *testing.T) {
-	res, err := Report(bytes.NewReader(reportLog(t)), ReportOptions{Policies: []string{"deploy-prod", "never-used"}, Now: reportNow})
+	res, err := Report(bytes.NewReader(reportLog(t)), ReportOptions{Job: repoAndRun, Policies: []string{"deploy-prod", "never-used"}, Now: reportNow})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +129,7 @@ func TestReportCountsDecisionsPerPolicyInTheWindow(t *testing.T) {
 }
 
 func TestReportFindsRepeatedRequests(t *testing.T) {
-	res, err := Report(bytes.NewReader(reportLog(t)), ReportOptions{Now: reportNow})
+	res, err := Report(bytes.NewReader(reportLog(t)), ReportOptions{Job: repoAndRun, Now: reportNow})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +146,7 @@ func TestReportFindsRepeatedRequests(t *testing.T) {
 		t.Errorf("without policy names: DormancyChecked = %v, Dormant = %v; want false, none", res.DormancyChecked, res.Dormant)
 	}
 
-	res, _ = Report(bytes.NewReader(reportLog(t)), ReportOptions{Now: reportNow, Threshold: 9})
+	res, _ = Report(bytes.NewReader(reportLog(t)), ReportOptions{Job: repoAndRun, Now: reportNow, Threshold: 9})
 	var steady bool
 	for _, r := range res.Repeated {
 		steady = steady || r.Identity == "acme/steady"
@@ -155,7 +157,7 @@ func TestReportFindsRepeatedRequests(t *testing.T) {
 }
 
 func TestReportGroupsDenialsByErrorAndReason(t *testing.T) {
-	res, err := Report(bytes.NewReader(reportLog(t)), ReportOptions{Now: reportNow, Top: 2})
+	res, err := Report(bytes.NewReader(reportLog(t)), ReportOptions{Job: repoAndRun, Now: reportNow, Top: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +179,7 @@ func TestReportNotesABrokenChainButStillReports(t *testing.T) {
 	lines := strings.SplitAfter(log, "\n")
 	lines[4] = strings.Replace(lines[4], `"decision":"allow"`, `"decision":"deny"`, 1)
 	tampered := strings.Join(lines[:7], "") + "not json\n" + strings.Join(lines[7:], "")
-	res, err := Report(strings.NewReader(tampered), ReportOptions{Now: reportNow})
+	res, err := Report(strings.NewReader(tampered), ReportOptions{Job: repoAndRun, Now: reportNow})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,4 +218,11 @@ func TestBusiestHour(t *testing.T) {
 			}
 		})
 	}
+}
+
+// repoAndRun names a job as GitHub's platform does, from the claims these
+// tests write.
+func repoAndRun(subject string, c []claims.Pair) (string, string) {
+	r := Record{Claims: c}
+	return cmp.Or(r.Claim("repository"), subject), r.Claim("run_id")
 }

@@ -1,11 +1,13 @@
 // Package broker assembles a running Ferry from its config: verifier,
-// policies, replay store, audit log, minters and the HTTP server.
+// policies, replay store, audit log, the grant kinds' minters (the kinds
+// and platforms come from internal/registry) and the HTTP server.
 package broker
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,16 +16,13 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/api/option"
-
 	"github.com/ferry-broker/ferry/internal/audit"
 	"github.com/ferry-broker/ferry/internal/config"
 	"github.com/ferry-broker/ferry/internal/exchange"
+	"github.com/ferry-broker/ferry/internal/grant"
 	"github.com/ferry-broker/ferry/internal/identity"
-	"github.com/ferry-broker/ferry/internal/mint/awssts"
-	"github.com/ferry-broker/ferry/internal/mint/gcpiam"
-	"github.com/ferry-broker/ferry/internal/mint/tokensign"
 	"github.com/ferry-broker/ferry/internal/policystore"
+	"github.com/ferry-broker/ferry/internal/registry"
 	"github.com/ferry-broker/ferry/internal/replay"
 	"github.com/ferry-broker/ferry/internal/trust"
 )
@@ -31,14 +30,11 @@ import (
 // Options are what a config file cannot say.
 type Options struct {
 	Logger *slog.Logger
-	// DevSigningKey signs Ferry tokens when the config names no key; only
-	// `ferry demo` sets it.
-	DevSigningKey *tokensign.Key
-	// GCPClientOptions are passed to the IAM Credentials client (tests point
-	// it at an in-process server).
-	GCPClientOptions []option.ClientOption
-	// NoGCP skips building the GCP client, for brokers that need none.
-	NoGCP bool
+	// Minters replace, by kind name, the minters the grant kinds would
+	// build from the config: tests point them at local fakes, the demo
+	// signs with a key of its own. A nil entry leaves that kind without a
+	// minter.
+	Minters map[string]grant.Minter
 }
 
 // Broker is an assembled, runnable Ferry.
@@ -49,8 +45,7 @@ type Broker struct {
 	verifier *identity.Pool
 	audit    *audit.Log
 	replay   replay.Store
-	gcp      *gcpiam.Minter
-	signer   *tokensign.Signer
+	minters  map[string]grant.Minter
 	service  *exchange.Service
 	handler  http.Handler
 }
@@ -71,14 +66,16 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Broker, err err
 		}
 	}()
 
+	kinds, platforms := registry.Kinds(), registry.Platforms()
 	issuers := make([]identity.IssuerConfig, len(cfg.Issuers))
 	for i, is := range cfg.Issuers {
 		issuers[i] = identity.IssuerConfig{Name: is.Name, IssuerURL: is.Issuer, Audiences: is.Audiences, JWKSURL: is.JWKSURL}
 	}
-	if b.verifier, err = identity.NewPool(issuers, identity.Options{Logger: logger}); err != nil {
+	if b.verifier, err = identity.NewPool(issuers, identity.Options{Logger: logger, Claims: platforms}); err != nil {
 		return nil, fmt.Errorf("issuers: %w", err)
 	}
-	if b.policies, err = policystore.Open(cfg.Policies, trust.LoadOptions{Issuers: cfg.IssuerNames()}, logger); err != nil {
+	loadOpts := trust.LoadOptions{Issuers: cfg.IssuerNames(), Kinds: kinds, Platforms: platforms}
+	if b.policies, err = policystore.Open(cfg.Policies, loadOpts, logger); err != nil {
 		return nil, err
 	}
 	if b.replay, err = openReplay(ctx, cfg.Replay); err != nil {
@@ -87,31 +84,16 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Broker, err err
 	if b.audit, err = audit.Open(cfg.Audit.Path); err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
+	if b.minters, err = openMinters(ctx, kinds, grant.Env{Config: cfg, Logger: logger}, o.Minters); err != nil {
+		return nil, err
+	}
+	warnUnservable(logger, b.policies.Current(), b.minters)
 
 	deps := exchange.Deps{
 		Verifier: b.verifier, Policies: b.policies, Replay: b.replay, Audit: b.audit,
+		Kinds: kinds, Minters: b.minters, Platforms: platforms,
 		Logger: logger, Metrics: exchange.NewMetrics(b.policies.Known),
 	}
-	if deps.AWS, err = awssts.New(ctx); err != nil {
-		logger.Warn("AWS minter unavailable; aws grants will be refused", "err", err)
-		deps.AWS = nil
-	}
-	if !o.NoGCP {
-		if b.gcp, err = gcpiam.New(ctx, o.GCPClientOptions...); err != nil {
-			logger.Warn("GCP minter unavailable (no Application Default Credentials?); gcp grants will be refused", "err", err)
-			b.gcp = nil
-		} else {
-			deps.GCP = b.gcp
-		}
-	}
-	if b.signer, err = loadSigner(cfg.Token, o.DevSigningKey); err != nil {
-		return nil, err
-	}
-	if b.signer != nil {
-		deps.Token = b.signer
-	}
-	warnUnservable(logger, b.policies.Current(), deps)
-
 	if b.service, err = exchange.New(deps); err != nil {
 		return nil, err
 	}
@@ -120,11 +102,43 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Broker, err err
 		RatePerSecond: cfg.RateLimit.PerSecond, RateBurst: cfg.RateLimit.Burst,
 		TrustedProxies: cfg.TrustedProxyNets(),
 	}
-	if b.signer != nil {
-		httpOpts.Discovery = b.signer
+	for _, m := range b.minters {
+		// The kind that signs tokens publishes the keys that verify them.
+		if d, ok := m.(exchange.Discovery); ok {
+			httpOpts.Discovery = d
+		}
 	}
 	b.handler = exchange.NewHandler(b.service, httpOpts)
 	return b, nil
+}
+
+// openMinters builds each kind's minter, or takes the one the caller gave.
+func openMinters(ctx context.Context, kinds grant.Kinds, env grant.Env, given map[string]grant.Minter) (map[string]grant.Minter, error) {
+	out := make(map[string]grant.Minter, len(kinds))
+	for _, k := range kinds {
+		m, ok := given[k.Name()]
+		if !ok {
+			var err error
+			if m, err = k.NewMinter(ctx, env); err != nil {
+				closeMinters(out)
+				return nil, err
+			}
+		}
+		if m != nil {
+			out[k.Name()] = m
+		}
+	}
+	return out, nil
+}
+
+func closeMinters(ms map[string]grant.Minter) error {
+	var errs []error
+	for _, m := range ms {
+		if c, ok := m.(io.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func openReplay(ctx context.Context, c config.Replay) (replay.Store, error) {
@@ -138,53 +152,12 @@ func openReplay(ctx context.Context, c config.Replay) (replay.Store, error) {
 	return replay.NewMemory(), nil
 }
 
-func loadSigner(c config.Token, dev *tokensign.Key) (*tokensign.Signer, error) {
-	var active *tokensign.Key
-	switch {
-	case c.SigningKey != "":
-		k, err := tokensign.LoadKeyFile(c.SigningKey)
-		if err != nil {
-			return nil, fmt.Errorf("token.signing_key: %w", err)
-		}
-		active = k
-	case dev != nil:
-		active = dev
-	default:
-		return nil, nil
-	}
-	var previous []*tokensign.Key
-	for _, p := range c.PreviousKeys {
-		k, err := tokensign.LoadKeyFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("token.previous_keys: %w", err)
-		}
-		previous = append(previous, k)
-	}
-	if c.Issuer == "" {
-		return nil, errors.New("token.issuer: required to sign tokens")
-	}
-	s, err := tokensign.NewSigner(c.Issuer, active, previous...)
-	if err != nil {
-		return nil, fmt.Errorf("token signer: %w", err)
-	}
-	return s, nil
-}
-
 // warnUnservable names, at start, the policies this broker cannot mint for,
 // so the operator hears it before a pipeline does.
-func warnUnservable(logger *slog.Logger, set *trust.Set, d exchange.Deps) {
+func warnUnservable(logger *slog.Logger, set *trust.Set, minters map[string]grant.Minter) {
 	for _, p := range set.Policies() {
-		var missing bool
-		switch p.Grant.Type() {
-		case "aws":
-			missing = d.AWS == nil
-		case "gcp":
-			missing = d.GCP == nil
-		case "token":
-			missing = d.Token == nil
-		}
-		if missing {
-			logger.Warn("policy cannot be served: no minter for its grant type", "policy", p.Name, "grant", p.Grant.Type(), "file", p.File)
+		if minters[p.Grant.Kind()] == nil {
+			logger.Warn("policy cannot be served: no minter for its grant kind", "policy", p.Name, "grant", p.Grant.Kind(), "file", p.File)
 		}
 	}
 }
@@ -254,11 +227,9 @@ func (b *Broker) Close() error {
 	if b.audit != nil {
 		errs = append(errs, b.audit.Close())
 	}
-	if c, ok := b.replay.(interface{ Close() error }); ok {
+	if c, ok := b.replay.(io.Closer); ok {
 		errs = append(errs, c.Close())
 	}
-	if b.gcp != nil {
-		errs = append(errs, b.gcp.Close())
-	}
+	errs = append(errs, closeMinters(b.minters))
 	return errors.Join(errs...)
 }

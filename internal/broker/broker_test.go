@@ -15,6 +15,8 @@ import (
 	"github.com/ferry-broker/ferry/internal/broker"
 	"github.com/ferry-broker/ferry/internal/config"
 	"github.com/ferry-broker/ferry/internal/devissuer"
+	"github.com/ferry-broker/ferry/internal/grant"
+	"github.com/ferry-broker/ferry/internal/mint/gcpiam"
 	"github.com/ferry-broker/ferry/internal/mint/tokensign"
 )
 
@@ -59,7 +61,7 @@ func TestRotatedKeysAreAllPublishedAndTheNewestSigns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := broker.New(context.Background(), cfg, broker.Options{NoGCP: true})
+	b, err := broker.New(context.Background(), cfg, broker.Options{Minters: map[string]grant.Minter{gcpiam.KindName: nil}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,11 @@ const (
 	String Kind = iota + 1
 	Bool
 	Number
+	// List and Object are claims that are not scalars: they never match a
+	// rule, and Get does not return them, but Kind reports them so that a
+	// platform can refuse, say, a repository sent as a list.
+	List
+	Object
 )
 
 func (k Kind) String() string {
@@ -29,6 +34,10 @@ func (k Kind) String() string {
 		return "boolean"
 	case Number:
 		return "number"
+	case List:
+		return "list"
+	case Object:
+		return "object"
 	}
 	return "unknown"
 }
@@ -43,31 +52,16 @@ type Value struct {
 	Kind Kind
 }
 
-// identityClaims must arrive as JSON strings. A token whose repository or
-// ref is a number or a list is malformed (or forged to confuse a matcher),
-// so it is refused rather than coerced.
-var identityClaims = map[string]bool{
-	"sub": true, "iss": true, "jti": true,
-	"repository": true, "repository_owner": true, "ref": true, "ref_type": true,
-	"environment": true, "event_name": true, "actor": true, "workflow": true,
-	"workflow_ref": true, "job_workflow_ref": true, "base_ref": true,
-	"head_ref": true, "sha": true, "repository_visibility": true,
-	"runner_environment": true, "enterprise": true,
-	"project_path": true, "namespace_path": true, "pipeline_source": true,
-	"user_login": true, "user_email": true, "ref_path": true,
-	"job_project_path": true, "job_namespace_path": true, "deployment_tier": true,
-	"environment_action": true, "ci_config_ref_uri": true,
-}
+// jwtStrings are the registered JWT claims that must be strings. Which
+// platform claims must be strings or integer ids is the platform's
+// business (internal/platform): a Set only records what type each claim
+// arrived as.
+var jwtStrings = map[string]bool{"sub": true, "iss": true, "jti": true}
 
-// idClaims are numeric identifiers that GitHub sends as strings and GitLab
-// sends as numbers or strings depending on its version: both are accepted,
-// as an integer only.
-var idClaims = map[string]bool{
-	"repository_id": true, "repository_owner_id": true, "actor_id": true,
-	"run_id": true, "run_number": true, "run_attempt": true,
-	"project_id": true, "namespace_id": true, "pipeline_id": true,
-	"job_id": true, "user_id": true, "runner_id": true,
-	"job_project_id": true, "job_namespace_id": true, "enterprise_id": true,
+// Pair is one claim as text, as the audit log records the claims that
+// identify a job.
+type Pair struct {
+	Name, Value string
 }
 
 // Set is the verified claims of one token.
@@ -81,6 +75,7 @@ type Set struct {
 	Expiry    time.Time
 
 	values map[string]Value
+	shapes map[string]Kind // claims that are lists or objects
 }
 
 // TypeError reports a claim of the wrong JSON type.
@@ -111,7 +106,7 @@ func Parse(payload []byte) (*Set, error) {
 
 // FromMap builds a Set from decoded JSON (numbers as json.Number or float64).
 func FromMap(raw map[string]any) (*Set, error) {
-	s := &Set{values: make(map[string]Value, len(raw))}
+	s := &Set{values: make(map[string]Value, len(raw)), shapes: map[string]Kind{}}
 	for name, v := range raw {
 		switch name {
 		case "aud":
@@ -136,11 +131,14 @@ func FromMap(raw map[string]any) (*Set, error) {
 			}
 			continue
 		}
-		val, ok, err := scalar(name, v)
+		val, kind, err := scalar(name, v)
 		if err != nil {
 			return nil, err
 		}
-		if ok {
+		switch kind {
+		case List, Object:
+			s.shapes[name] = kind
+		case String, Bool, Number:
 			s.values[name] = val
 		}
 	}
@@ -150,7 +148,9 @@ func FromMap(raw map[string]any) (*Set, error) {
 	return s, nil
 }
 
-func scalar(name string, v any) (Value, bool, error) {
+// scalar converts one decoded claim. Kind 0 is a null, which carries no
+// value: the claim is treated as absent.
+func scalar(name string, v any) (Value, Kind, error) {
 	var val Value
 	switch x := v.(type) {
 	case string:
@@ -162,25 +162,21 @@ func scalar(name string, v any) (Value, bool, error) {
 	case float64:
 		val = Value{Text: json.Number(fmt.Sprint(x)).String(), Kind: Number}
 	case nil:
-		// JSON null carries no value: treat the claim as absent.
-		return Value{}, false, nil
+		return Value{}, 0, nil
+	case []any:
+		val.Kind = List
 	default:
-		if identityClaims[name] || idClaims[name] {
-			return Value{}, false, &TypeError{Claim: name, Want: "a string", Got: jsonType(v)}
-		}
-		// Lists and objects are not matchable; a rule on them never matches.
-		return Value{}, false, nil
+		val.Kind = Object
 	}
-	if identityClaims[name] && val.Kind != String {
-		return Value{}, false, &TypeError{Claim: name, Want: "a string", Got: val.Kind.String()}
+	if jwtStrings[name] && val.Kind != String {
+		return Value{}, 0, &TypeError{Claim: name, Want: "a string", Got: val.Kind.String()}
 	}
-	if idClaims[name] && !isInteger(val.Text) {
-		return Value{}, false, &TypeError{Claim: name, Want: "an integer id", Got: fmt.Sprintf("%s %q", val.Kind, val.Text)}
-	}
-	return val, true, nil
+	return val, val.Kind, nil
 }
 
-func isInteger(s string) bool {
+// IsInteger reports whether s is the text of an unsigned integer id of at
+// most 20 digits.
+func IsInteger(s string) bool {
 	if s == "" || len(s) > 20 {
 		return false
 	}
@@ -249,6 +245,18 @@ func jsonType(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
+// Kind returns the JSON type the claim arrived as, 0 when the token did
+// not carry it (or carried null).
+func (s *Set) Kind(name string) Kind {
+	if s == nil {
+		return 0
+	}
+	if v, ok := s.values[name]; ok {
+		return v.Kind
+	}
+	return s.shapes[name]
+}
+
 // Get returns the claim of that name, if the token carried it as a scalar.
 func (s *Set) Get(name string) (Value, bool) {
 	if s == nil {
@@ -294,4 +302,23 @@ func Describe(v string) string {
 		v = v[:max] + "…"
 	}
 	return fmt.Sprintf("%q", strings.ToValidUTF8(v, "?"))
+}
+
+// ValidName reports whether s can name a claim in a policy: 1 to 128 of
+// [A-Za-z0-9_.:/=+@-], what GitHub's and GitLab's claim names use and then
+// some, but no space, quote or wildcard.
+func ValidName(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("_.:/=+@-", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }

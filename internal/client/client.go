@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ferry-broker/ferry/internal/exchange"
 	"github.com/ferry-broker/ferry/internal/urlcheck"
 )
 
@@ -63,7 +62,7 @@ type ExchangeRequest struct {
 }
 
 // Exchange trades the token for a credential, retrying what may pass.
-func (c *Client) Exchange(ctx context.Context, req ExchangeRequest) (*exchange.Result, error) {
+func (c *Client) Exchange(ctx context.Context, req ExchangeRequest) (*Result, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("encode request: %w", err)
@@ -143,7 +142,7 @@ func (c *Client) httpClient() *http.Client {
 
 // post makes one attempt. wait < 0 means the failure is final; otherwise it
 // is how long to back off (0: the default).
-func (c *Client) post(ctx context.Context, endpoint string, body []byte) (*exchange.Result, time.Duration, error) {
+func (c *Client) post(ctx context.Context, endpoint string, body []byte) (*Result, time.Duration, error) {
 	r, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
 	if err != nil {
 		return nil, -1, fmt.Errorf("exchange: %w", err)
@@ -177,7 +176,7 @@ func (c *Client) post(ctx context.Context, endpoint string, body []byte) (*excha
 		}
 		return nil, -1, apiErr
 	}
-	var res exchange.Result
+	var res Result
 	if err := json.Unmarshal(data, &res); err != nil {
 		return nil, -1, fmt.Errorf("exchange: broker answered 200 with a body that is not a result: %w", err)
 	}

@@ -10,8 +10,6 @@ import (
 	"os"
 	"strings"
 	"time"
-
-	"github.com/ferry-broker/ferry/internal/exchange"
 )
 
 // Formats lists the output formats of `ferry exchange`.
@@ -19,7 +17,7 @@ var Formats = []string{"json", "env", "credential-process", "github", "token"}
 
 // Output writes a result in one of Formats. github appends to the file
 // named by GITHUB_ENV (looked up in env) and masks every secret first.
-func Output(w io.Writer, res *exchange.Result, format string, env Env) error {
+func Output(w io.Writer, res *Result, format string, env Env) error {
 	switch format {
 	case "json":
 		enc := json.NewEncoder(w)
@@ -66,7 +64,7 @@ type credentialProcess struct {
 }
 
 // envVars are the variables each cloud's own tools read.
-func envVars(res *exchange.Result) [][2]string {
+func envVars(res *Result) [][2]string {
 	var out [][2]string
 	if a := res.AWS; a != nil {
 		out = append(out,
@@ -96,7 +94,7 @@ func secret(name string) bool {
 
 // githubEnv does what aws-actions/configure-aws-credentials does: mask each
 // secret in the log, then export it to later steps through $GITHUB_ENV.
-func githubEnv(w io.Writer, res *exchange.Result, env Env) error {
+func githubEnv(w io.Writer, res *Result, env Env) error {
 	path := env("GITHUB_ENV")
 	if path == "" {
 		return errors.New("--format github needs GITHUB_ENV (it runs inside a GitHub Actions step)")

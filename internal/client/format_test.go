@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-broker/ferry/internal/exchange"
+	"github.com/ferry-broker/ferry/internal/mint/awssts"
+	"github.com/ferry-broker/ferry/internal/mint/gcpiam"
+	"github.com/ferry-broker/ferry/internal/mint/tokensign"
 )
 
 var (
@@ -21,27 +23,27 @@ var (
 	berlin = time.FixedZone("CET", 60*60)
 )
 
-func awsResult() *exchange.Result {
-	return &exchange.Result{
+func awsResult() *Result {
+	return &Result{
 		Policy: "deploy-prod", RequestID: "01JREQ", ExpiresAt: expires.In(berlin),
-		AWS: &exchange.AWS{
+		AWS: &awssts.Answer{
 			AccessKeyID: "ASIAEXAMPLE", SecretAccessKey: "secret/key+1", SessionToken: "session-token==",
 			Expiration: expires.In(berlin), RoleARN: "arn:aws:iam::123456789012:role/deploy-prod",
 		},
 	}
 }
 
-func gcpResult() *exchange.Result {
-	return &exchange.Result{
+func gcpResult() *Result {
+	return &Result{
 		Policy: "gcp-deploy", RequestID: "01JREQ", ExpiresAt: expires,
-		GCP: &exchange.GCP{AccessToken: "ya29.access-token", ExpiresAt: expires, ServiceAccount: "deploy@acme-prod.iam.gserviceaccount.com"},
+		GCP: &gcpiam.Answer{AccessToken: "ya29.access-token", ExpiresAt: expires, ServiceAccount: "deploy@acme-prod.iam.gserviceaccount.com"},
 	}
 }
 
-func tokenResult() *exchange.Result {
-	return &exchange.Result{
+func tokenResult() *Result {
+	return &Result{
 		Policy: "ci-artifacts", RequestID: "01JREQ", ExpiresAt: expires,
-		Token: &exchange.Token{Token: "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.sig", ExpiresAt: expires},
+		Token: &tokensign.Answer{Token: "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.sig", ExpiresAt: expires},
 	}
 }
 
@@ -70,7 +72,7 @@ func noEnv(string) string { return "" }
 func envOf(m map[string]string) Env { return func(k string) string { return m[k] } }
 
 // wantVars is what the env and github formats export for res.
-func wantVars(res *exchange.Result) map[string]string {
+func wantVars(res *Result) map[string]string {
 	m := map[string]string{}
 	if a := res.AWS; a != nil {
 		m["AWS_ACCESS_KEY_ID"] = a.AccessKeyID
@@ -90,7 +92,7 @@ func wantVars(res *exchange.Result) map[string]string {
 
 var results = []struct {
 	name string
-	res  func() *exchange.Result
+	res  func() *Result
 }{
 	{"aws", awsResult},
 	{"gcp", gcpResult},
@@ -105,7 +107,7 @@ func TestOutputJSONRoundTrips(t *testing.T) {
 			if err := Output(&out, res, "json", noEnv); err != nil {
 				t.Fatal(err)
 			}
-			var got exchange.Result
+			var got Result
 			if err := json.Unmarshal(out.Bytes(), &got); err != nil {
 				t.Fatalf("output is not JSON: %v\n%s", err, out.String())
 			}
@@ -113,7 +115,7 @@ func TestOutputJSONRoundTrips(t *testing.T) {
 				t.Errorf("expires_at = %v, want %v", got.ExpiresAt, res.ExpiresAt)
 			}
 			// Compare with times normalised; the rest must survive exactly.
-			norm := func(x *exchange.Result) string {
+			norm := func(x *Result) string {
 				b, _ := json.Marshal(x)
 				var m map[string]any
 				_ = json.Unmarshal(b, &m)
@@ -173,7 +175,7 @@ func TestOutputCredentialProcess(t *testing.T) {
 
 func TestOutputToken(t *testing.T) {
 	tests := []struct {
-		res  *exchange.Result
+		res  *Result
 		want string
 	}{
 		{gcpResult(), "ya29.access-token\n"},
@@ -194,7 +196,7 @@ func TestOutputToken(t *testing.T) {
 func TestOutputRefusesWhatAFormatCannotExpress(t *testing.T) {
 	tests := []struct {
 		format string
-		res    *exchange.Result
+		res    *Result
 		want   string
 	}{
 		{"credential-process", gcpResult(), "aws grant"},
@@ -265,7 +267,7 @@ func TestOutputEnvEvaluatesBackToTheValues(t *testing.T) {
 	}
 	type variant struct {
 		name string
-		res  *exchange.Result
+		res  *Result
 	}
 	var variants []variant
 	for _, r := range results {

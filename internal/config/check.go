@@ -1,115 +1,56 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"reflect"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ferry-broker/ferry/internal/yamlpos"
 )
 
-// A problem is one thing wrong with a config file, reported as
+// parseError lists every problem found in one config file, each as
 // FILE:LINE:COL: PATH: MESSAGE, the way trust policy problems are.
-type problem struct {
-	line, col int    // 1-based; 0 when the problem is the file as a whole
-	path      string // key path such as issuers[0].name; "" for the top level
-	msg       string
-	node      *yaml.Node // where the problem is, when the checker knows
-
-	// unexplained marks a refusal by yaml.v3 that the checker did not
-	// foresee, whose wording may carry Go types. FuzzParse asserts there
-	// are none.
-	unexplained bool
-}
-
-// parseError lists every problem found in one config file.
 type parseError struct {
-	name     string
-	problems []problem
+	problems []yamlpos.Problem
 }
 
-func (e *parseError) Error() string {
-	lines := make([]string, len(e.problems))
-	for i, p := range e.problems {
-		var b strings.Builder
-		b.WriteString(e.name)
-		if p.line > 0 {
-			fmt.Fprintf(&b, ":%d", p.line)
-			if p.col > 0 {
-				fmt.Fprintf(&b, ":%d", p.col)
-			}
-		}
-		b.WriteString(": ")
-		if p.path != "" {
-			b.WriteString(p.path + ": ")
-		}
-		b.WriteString(p.msg)
-		lines[i] = b.String()
+func (e *parseError) Error() string { return "config " + yamlpos.Join(e.problems) }
+
+// at places a problem at node n, when the checker knows it.
+func at(p yamlpos.Problem, n *yaml.Node) yamlpos.Problem {
+	if n != nil && p.Line == 0 {
+		p.Line, p.Col = n.Line, n.Column
 	}
-	return "config " + strings.Join(lines, "\n")
+	return p
 }
-
-// sortProblems puts problems in file order, whole-file ones first.
-func sortProblems(ps []problem) {
-	for i := range ps {
-		if n := ps[i].node; n != nil && ps[i].line == 0 {
-			ps[i].line, ps[i].col = n.Line, n.Column
-		}
-	}
-	sort.SliceStable(ps, func(i, j int) bool {
-		if ps[i].line != ps[j].line {
-			return ps[i].line < ps[j].line
-		}
-		return ps[i].col < ps[j].col
-	})
-}
-
-var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
 // readDocument parses data as a single YAML document and returns its root
-// node, or the syntax problems that stop it.
-func readDocument(data []byte) (*yaml.Node, []problem) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, []problem{{msg: "file is empty"}}
+// node (nil for an empty file, which takes every default), or the problem
+// that stops it.
+func readDocument(file string, data []byte) (*yaml.Node, []yamlpos.Problem) {
+	docs, syntax := yamlpos.Documents(file, data, 1)
+	switch {
+	case syntax != nil:
+		return nil, []yamlpos.Problem{*syntax}
+	case len(docs) == 0:
+		return nil, []yamlpos.Problem{{File: file, Message: "file is empty"}}
+	case len(docs) > 1:
+		if second := yamlpos.Root(docs[1]); second != nil && !isNull(second) {
+			return nil, []yamlpos.Problem{at(yamlpos.Problem{File: file, Message: "a config file holds one YAML document; remove the second"}, second)}
 		}
-		return nil, []problem{syntaxProblem(err)}
 	}
-	var extra yaml.Node
-	switch err := dec.Decode(&extra); {
-	case errors.Is(err, io.EOF):
-	case err != nil:
-		return nil, []problem{syntaxProblem(err)}
-	case len(extra.Content) > 0 && !isNull(extra.Content[0]):
-		return nil, []problem{{node: extra.Content[0], msg: "a config file holds one YAML document; remove the second"}}
-	}
-	if len(doc.Content) == 0 {
-		return nil, nil
-	}
-	return doc.Content[0], nil
+	return yamlpos.Root(docs[0]), nil
 }
 
-// syntaxProblem turns "yaml: line 3: did not find expected key" into a
-// problem on line 3. yaml.v3's syntax errors describe the text, never echo
-// a value.
-func syntaxProblem(err error) problem {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		return problem{line: line, msg: m[2]}
-	}
-	return problem{msg: msg}
-}
+// yamlLine reads the line yaml.v3 puts in its decoding errors.
+var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
 var (
 	// Go's wording in yaml.v3 type errors, for the refusals the checker
@@ -121,23 +62,24 @@ var (
 )
 
 // unexplained reports an error from yaml.v3's own decoding of a document
-// the checker passed, with Go type names and values taken out.
-func unexplained(err error) []problem {
+// the checker passed, with Go type names and values taken out. FuzzParse
+// asserts there are none: each is a refusal the checker did not foresee.
+func unexplained(file string, err error) []yamlpos.Problem {
 	msgs := []string{strings.TrimPrefix(err.Error(), "yaml: ")}
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
 		msgs = te.Errors
 	}
-	ps := make([]problem, len(msgs))
+	ps := make([]yamlpos.Problem, len(msgs))
 	for i, m := range msgs {
 		m = goNotFound.ReplaceAllString(m, "key $1 is not a known key")
 		m = goSetTwice.ReplaceAllString(m, "key $1 appears twice")
 		m = goUnmarshal.ReplaceAllString(m, "a $1 value has the wrong type here")
 		m = goDecode.ReplaceAllString(m, "a $1 value cannot be read as $2")
-		p := problem{msg: m, unexplained: true}
+		p := yamlpos.Problem{File: file, Message: m}
 		if sm := yamlLine.FindStringSubmatch(m); sm != nil {
-			p.line, _ = strconv.Atoi(sm[1])
-			p.msg = sm[2]
+			p.Line, _ = strconv.Atoi(sm[1])
+			p.Message = sm[2]
 		}
 		ps[i] = p
 	}
@@ -155,22 +97,23 @@ const maxVisits = 100_000
 // wrong type by key path and position, in words rather than Go types.
 // Scalars are checked by yaml.v3 itself, so what it accepts is accepted.
 type checker struct {
-	problems []problem
+	file     string
+	problems []yamlpos.Problem
 	visits   int
 	active   map[*yaml.Node]bool // mappings being walked, to refuse a merge of one into itself
 }
 
-func newChecker() *checker { return &checker{active: map[*yaml.Node]bool{}} }
+func newChecker(file string) *checker { return &checker{file: file, active: map[*yaml.Node]bool{}} }
 
 func (c *checker) add(n *yaml.Node, path, format string, args ...any) {
-	c.problems = append(c.problems, problem{node: n, path: path, msg: fmt.Sprintf(format, args...)})
+	c.problems = append(c.problems, at(yamlpos.Problem{File: c.file, Path: path, Message: fmt.Sprintf(format, args...)}, n))
 }
 
 // tick counts work done and says whether to go on.
 func (c *checker) tick() bool {
 	c.visits++
 	if c.visits == maxVisits+1 {
-		c.problems = append(c.problems, problem{msg: "aliases expand the file to too many values"})
+		c.problems = append(c.problems, yamlpos.Problem{File: c.file, Message: "aliases expand the file to too many values"})
 	}
 	return c.visits <= maxVisits
 }

@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/ferry-broker/ferry/internal/urlcheck"
+	"github.com/ferry-broker/ferry/internal/yamlpos"
 )
 
 // Config is ferry.yaml. Paths in it are resolved against the directory of
@@ -163,9 +164,9 @@ func Load(path string) (*Config, error) {
 // "name:line:col: key.path: what is wrong", in the words of the file rather
 // than of Go, and without echoing credentials.
 func Parse(data []byte, baseDir, name string) (*Config, error) {
-	c, problems := decode(data)
+	c, problems, _ := decode(name, data)
 	if len(problems) > 0 {
-		return nil, &parseError{name: name, problems: problems}
+		return nil, &parseError{problems: problems}
 	}
 	c.resolvePaths(baseDir)
 	return c, nil
@@ -173,19 +174,19 @@ func Parse(data []byte, baseDir, name string) (*Config, error) {
 
 // decode checks data against the Config struct key by key, so that unknown
 // keys and values of the wrong type are named by key path and position,
-// then decodes and validates it.
-func decode(data []byte) (*Config, []problem) {
-	root, problems := readDocument(data)
+// then decodes and validates it. unforeseen is set when yaml.v3 refused what
+// the checker passed.
+func decode(file string, data []byte) (_ *Config, _ []yamlpos.Problem, unforeseen bool) {
+	root, problems := readDocument(file, data)
 	if len(problems) > 0 {
-		sortProblems(problems)
-		return nil, problems
+		return nil, problems, false
 	}
 	if root != nil {
-		ch := newChecker()
+		ch := newChecker(file)
 		ch.value(root, reflect.TypeOf(Config{}), "")
 		if len(ch.problems) > 0 {
-			sortProblems(ch.problems)
-			return nil, ch.problems
+			yamlpos.Sort(ch.problems)
+			return nil, ch.problems, false
 		}
 	}
 	// yaml.v3 still decodes, strictly, as a second opinion.
@@ -193,15 +194,15 @@ func decode(data []byte) (*Config, []problem) {
 	dec.KnownFields(true)
 	var c Config
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, unexplained(err)
+		return nil, unexplained(file, err), true
 	}
 	c.applyDefaults()
-	problems = c.validate()
+	problems = c.validate(file)
 	for i := range problems {
-		problems[i].node = locate(root, problems[i].path)
+		problems[i] = at(problems[i], locate(root, problems[i].Path))
 	}
-	sortProblems(problems)
-	return &c, problems
+	yamlpos.Sort(problems)
+	return &c, problems, false
 }
 
 func (c *Config) applyDefaults() {
@@ -228,10 +229,10 @@ func (c *Config) applyDefaults() {
 var issuerName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
 // validate reports values that decode but make no sense, by key path.
-func (c *Config) validate() []problem {
-	var problems []problem
+func (c *Config) validate(file string) []yamlpos.Problem {
+	var problems []yamlpos.Problem
 	bad := func(path, format string, args ...any) {
-		problems = append(problems, problem{path: path, msg: fmt.Sprintf(format, args...)})
+		problems = append(problems, yamlpos.Problem{File: file, Path: path, Message: fmt.Sprintf(format, args...)})
 	}
 	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
 		bad("listen", "%s is not host:port", quote(c.Listen))
@@ -317,15 +318,11 @@ func (c *Config) validate() []problem {
 	return problems
 }
 
-// checkURL accepts https URLs, and http only on loopback, where tests and
-// the demo run their local issuers.
+// checkURL applies urlcheck's rule for issuer and key URLs, quoting the
+// value as config errors do: redacted, cut short.
 func checkURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("%s is not an absolute URL", quote(raw))
-	}
-	if !urlcheck.Secure(u) {
-		return fmt.Errorf("%s must use https (plain http is allowed on loopback only)", quote(raw))
+	if err := urlcheck.Endpoint(raw); err != nil {
+		return fmt.Errorf("%s %w", quote(raw), err)
 	}
 	return nil
 }

@@ -26,6 +26,8 @@ import (
 	"github.com/ferry-broker/ferry/internal/client"
 	"github.com/ferry-broker/ferry/internal/config"
 	"github.com/ferry-broker/ferry/internal/devissuer"
+	"github.com/ferry-broker/ferry/internal/grant"
+	"github.com/ferry-broker/ferry/internal/mint/gcpiam"
 	"github.com/ferry-broker/ferry/internal/mint/tokensign"
 	"github.com/ferry-broker/ferry/internal/urlcheck"
 	"github.com/ferry-broker/ferry/trustpolicies"
@@ -96,11 +98,18 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("demo: signing key: %w", err)
 	}
+	signer, err := tokensign.NewSigner(brokerURL, devKey)
+	if err != nil {
+		return fmt.Errorf("demo: signer: %w", err)
+	}
 	awsEndpoint := stsEndpoint(o.Getenv)
 	if awsEndpoint != "" {
 		demoAWSCredentials(awsEndpoint, o.Getenv)
 	}
-	b, err := broker.New(ctx, cfg, broker.Options{Logger: o.Logger, DevSigningKey: devKey, NoGCP: true})
+	// The demo signs with a key that lives only for this run, and has no
+	// Google credentials to try.
+	b, err := broker.New(ctx, cfg, broker.Options{Logger: o.Logger,
+		Minters: map[string]grant.Minter{tokensign.KindName: signer, gcpiam.KindName: nil}})
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("demo: start broker: %w", err)

@@ -13,12 +13,13 @@ import (
 	"github.com/ferry-broker/ferry/internal/audit"
 	"github.com/ferry-broker/ferry/internal/devissuer"
 	"github.com/ferry-broker/ferry/internal/exchange"
+	"github.com/ferry-broker/ferry/internal/grant"
 	"github.com/ferry-broker/ferry/internal/identity"
 	"github.com/ferry-broker/ferry/internal/mint/awssts"
 	"github.com/ferry-broker/ferry/internal/mint/tokensign"
 	"github.com/ferry-broker/ferry/internal/policystore"
+	"github.com/ferry-broker/ferry/internal/registry"
 	"github.com/ferry-broker/ferry/internal/replay"
-	"github.com/ferry-broker/ferry/internal/trust"
 )
 
 // memoryAWS answers AssumeRole in memory. It exists for the benchmark only,
@@ -47,14 +48,14 @@ func benchService(b *testing.B, auditOpts ...audit.Option) (*exchange.Service, *
 	quiet := slog.New(slog.DiscardHandler)
 	pool, err := identity.NewPool([]identity.IssuerConfig{
 		{Name: "github", IssuerURL: gh.URL(), Audiences: []string{"ferry"}},
-	}, identity.Options{Logger: quiet})
+	}, identity.Options{Logger: quiet, Claims: registry.Platforms()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	if err := pool.Warm(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	store, err := policystore.Open(dir, trust.LoadOptions{Issuers: []string{"github", "gitlab"}}, nil)
+	store, err := policystore.Open(dir, loadOptions, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -73,7 +74,8 @@ func benchService(b *testing.B, auditOpts ...audit.Option) (*exchange.Service, *
 	}
 	svc, err := exchange.New(exchange.Deps{
 		Verifier: pool, Policies: store, Replay: replay.NewMemory(), Audit: log,
-		AWS: memoryAWS{}, Token: signer, Logger: quiet,
+		Kinds: registry.Kinds(), Platforms: registry.Platforms(), Logger: quiet,
+		Minters: map[string]grant.Minter{awssts.KindName: awssts.GrantMinter{STS: memoryAWS{}}, tokensign.KindName: signer},
 	})
 	if err != nil {
 		b.Fatal(err)

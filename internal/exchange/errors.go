@@ -1,10 +1,15 @@
 package exchange
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/ferry-broker/ferry/internal/grant"
+	"github.com/ferry-broker/ferry/internal/identity"
+	"github.com/ferry-broker/ferry/internal/trust"
 )
 
 // Code is an error code of the HTTP API contract.
@@ -49,14 +54,15 @@ func (c Code) Status() int {
 	}
 }
 
-// Error is a refused exchange. Description is shown to the caller and must
-// never hold a token or secret; Err is the detail for the server's log.
+// Error is a refusal as the contract states it: what classify makes of any
+// error. Description is shown to the caller and must never hold a token
+// or secret; Err is the detail for the server's log.
 type Error struct {
 	Code        Code
 	Description string
 	// Rule is the policy rule that decided a denial ("match.ref",
-	// "deny[0]", "unknown_policy"), for the audit record and RFC 8693's
-	// invalid_target.
+	// "deny[0]", "unknown_policy", "replay"), for the audit record and
+	// RFC 8693's invalid_target.
 	Rule       string
 	RetryAfter time.Duration
 	Err        error
@@ -71,17 +77,116 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-func errorf(code Code, format string, args ...any) *Error {
-	return &Error{Code: code, Description: fmt.Sprintf(format, args...)}
+// The exchange's own refusals. Each is a type, not a code: classify alone
+// says what the contract calls it.
+type (
+	// badRequest is a request the contract does not allow: malformed JSON,
+	// a missing field, a bad duration.
+	badRequest struct{ reason string }
+	// tooLarge is a body over MaxBodyBytes.
+	tooLarge struct{}
+	// denied is a policy refusing the request.
+	denied struct{ rule, reason string }
+	// replayed is a token id already used for the policy.
+	replayed struct{ reason string }
+	// wrongEndpoint is a policy whose kind this endpoint does not serve.
+	wrongEndpoint struct{ reason string }
+	// throttled is the broker's own rate limit.
+	throttled struct{ wait time.Duration }
+	// unavailable is the broker unable to decide now (no policies, the
+	// replay store or audit log failing).
+	unavailable struct {
+		reason string
+		err    error
+	}
+	// routeError is an unknown path or a known one with the wrong method.
+	routeError struct{ code Code }
+)
+
+func (e *badRequest) Error() string { return e.reason }
+func (e *tooLarge) Error() string {
+	return fmt.Sprintf("request body is larger than %d KiB", MaxBodyBytes>>10)
+}
+func (e *denied) Error() string        { return e.reason }
+func (e *replayed) Error() string      { return e.reason }
+func (e *wrongEndpoint) Error() string { return e.reason }
+func (e *throttled) Error() string     { return "too many requests" }
+func (e *unavailable) Error() string   { return e.reason }
+func (e *unavailable) Unwrap() error   { return e.err }
+func (e *routeError) Error() string    { return string(e.code) }
+
+func badRequestf(format string, args ...any) error {
+	return &badRequest{reason: fmt.Sprintf(format, args...)}
 }
 
-// AsError converts any error into an *Error: unknown errors become
-// `unavailable`, since a failure the broker did not anticipate must neither
-// grant anything nor read as the caller's fault.
-func AsError(err error) *Error {
-	var e *Error
-	if errors.As(err, &e) {
+// retrySoon is the Retry-After of a failure the broker expects to pass.
+const retrySoon = 5 * time.Second
+
+// classify is the one place an error becomes a contract error: every
+// refusal the broker answers or audits passes through it. An error it does
+// not know is `unavailable`, since a failure nobody anticipated must
+// neither grant anything nor read as the caller's fault.
+func classify(err error) *Error {
+	var (
+		e      *Error
+		bad    *badRequest
+		big    *tooLarge
+		deny   *denied
+		replay *replayed
+		wrong  *wrongEndpoint
+		thr    *throttled
+		un     *unavailable
+		route  *routeError
+		form   *formError
+		tok    *identity.TokenError
+		keys   *identity.UnavailableError
+		up     *grant.UpstreamError
+		grantE *grant.BadGrantError
+		grantU *grant.UnavailableError
+	)
+	switch {
+	case errors.As(err, &e):
 		return e
+	case errors.As(err, &bad):
+		return &Error{Code: InvalidRequest, Description: bad.reason}
+	case errors.As(err, &form):
+		return &Error{Code: InvalidRequest, Description: form.reason, Err: err}
+	case errors.As(err, &big):
+		return &Error{Code: RequestTooLarge, Description: big.Error()}
+	case errors.As(err, &deny):
+		return &Error{Code: AccessDenied, Description: deny.reason, Rule: deny.rule}
+	case errors.As(err, &replay):
+		return &Error{Code: InvalidToken, Description: replay.reason, Rule: "replay"}
+	case errors.As(err, &wrong):
+		return &Error{Code: InvalidRequest, Description: wrong.reason, Rule: "grant_type"}
+	case errors.As(err, &thr):
+		return &Error{Code: RateLimited, Description: "too many requests from this address", RetryAfter: thr.wait}
+	case errors.As(err, &route):
+		desc := "no such endpoint"
+		if route.code == MethodNotAllowed {
+			desc = "method not allowed"
+		}
+		return &Error{Code: route.code, Description: desc}
+	case errors.As(err, &tok):
+		return &Error{Code: InvalidToken, Description: tok.Reason, Err: err}
+	case errors.As(err, &keys):
+		return &Error{Code: Unavailable, RetryAfter: keys.RetryAfter, Err: err,
+			Description: fmt.Sprintf("cannot fetch the signing keys of issuer %q; try again", keys.Issuer)}
+	case errors.As(err, &grantE):
+		return &Error{Code: AccessDenied, Rule: trust.RuleGrant, Err: err,
+			Description: "the policy's grant cannot be minted as written: " + grantE.Error()}
+	case errors.As(err, &up):
+		ce := &Error{Code: UpstreamError, Description: up.Error(), Err: err}
+		if up.Transient {
+			ce.RetryAfter = max(up.RetryAfter, retrySoon)
+		}
+		return ce
+	case errors.As(err, &grantU):
+		return &Error{Code: Unavailable, Description: grantU.Reason, RetryAfter: max(grantU.RetryAfter, time.Second), Err: err}
+	case errors.As(err, &un):
+		return &Error{Code: Unavailable, Description: un.reason, RetryAfter: retrySoon, Err: un.err}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return &Error{Code: Unavailable, Description: "request cancelled", RetryAfter: time.Second, Err: err}
 	}
-	return &Error{Code: Unavailable, Description: "the broker could not complete the request; try again", RetryAfter: 5 * time.Second, Err: err}
+	return &Error{Code: Unavailable, Description: "the broker could not complete the request; try again", RetryAfter: retrySoon, Err: err}
 }

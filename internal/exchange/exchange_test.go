@@ -255,7 +255,7 @@ func TestGitLabTokensAreAuthorized(t *testing.T) {
 	}
 	recs := h.auditRecords()
 	last := recs[len(recs)-1]
-	if last.ProjectPath != "group/app" || last.PipelineID != "998877" || last.JobID != "5566778" || last.Issuer != "gitlab" {
+	if last.Claim("project_path") != "group/app" || last.Claim("pipeline_id") != "998877" || last.Claim("job_id") != "5566778" || last.Issuer != "gitlab" {
 		t.Errorf("audit record lacks GitLab identity: %+v", last)
 	}
 }
@@ -499,7 +499,7 @@ func TestEveryDecisionIsAuditedWithoutSecrets(t *testing.T) {
 			if r.Credential == nil || r.Credential.ID == "" || r.Credential.ExpiresAt.IsZero() {
 				t.Errorf("allow without a credential id: %+v", r)
 			}
-			if r.Repository != "acme/app" || r.RunID != "11223344556" || r.Subject == "" {
+			if r.Claim("repository") != "acme/app" || r.Claim("run_id") != "11223344556" || r.Subject == "" {
 				t.Errorf("allow without the identity: %+v", r)
 			}
 		}

@@ -18,8 +18,9 @@ func FuzzDecodeExchange(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, auth string) {
 		req, err := decodeExchange(body, auth)
 		if err != nil {
-			var e *Error
-			if !errors.As(err, &e) || e.Code != InvalidRequest || e.Description == "" {
+			var bad *badRequest
+			e := classify(err)
+			if !errors.As(err, &bad) || e.Code != InvalidRequest || e.Description == "" {
 				t.Fatalf("decode error is not a described invalid_request: %#v", err)
 			}
 			if strings.Contains(e.Description, "SECRETTOKEN") {

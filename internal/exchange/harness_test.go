@@ -22,11 +22,13 @@ import (
 	"github.com/ferry-broker/ferry/internal/audit"
 	"github.com/ferry-broker/ferry/internal/devissuer"
 	"github.com/ferry-broker/ferry/internal/exchange"
+	"github.com/ferry-broker/ferry/internal/grant"
 	"github.com/ferry-broker/ferry/internal/identity"
 	"github.com/ferry-broker/ferry/internal/mint/awssts"
 	"github.com/ferry-broker/ferry/internal/mint/gcpiam"
 	"github.com/ferry-broker/ferry/internal/mint/tokensign"
 	"github.com/ferry-broker/ferry/internal/policystore"
+	"github.com/ferry-broker/ferry/internal/registry"
 	"github.com/ferry-broker/ferry/internal/replay"
 	"github.com/ferry-broker/ferry/internal/testsupport/gcpfake"
 	"github.com/ferry-broker/ferry/internal/testsupport/moto"
@@ -111,6 +113,9 @@ grant:
 `,
 }
 
+// loadOptions are the broker's: both test issuers, every kind and platform.
+var loadOptions = trust.LoadOptions{Issuers: []string{"github", "gitlab"}, Kinds: registry.Kinds(), Platforms: registry.Platforms()}
+
 // harness is one broker over real loopback HTTP with a real issuer, real
 // policies on disk, a real audit file and real minters.
 type harness struct {
@@ -140,8 +145,8 @@ func (b breakableAudit) Write(ctx context.Context, r audit.Record) (audit.Record
 }
 
 type harnessOpts struct {
-	aws            bool               // start moto_server and mint AWS credentials from it
-	awsMinter      exchange.AWSMinter // overrides aws
+	aws            bool           // start moto_server and mint AWS credentials from it
+	awsMinter      awssts.Assumer // overrides aws
 	gcpHandler     gcpfake.Handler
 	rate           float64
 	trustedProxies []netip.Prefix
@@ -178,11 +183,11 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	pool, err := identity.NewPool([]identity.IssuerConfig{
 		{Name: "github", IssuerURL: h.gh.URL(), Audiences: []string{"ferry"}},
 		{Name: "gitlab", IssuerURL: h.gl.URL(), Audiences: []string{"ferry"}},
-	}, identity.Options{Logger: logger, Now: o.now})
+	}, identity.Options{Logger: logger, Now: o.now, Claims: registry.Platforms()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := policystore.Open(policyDir, trust.LoadOptions{Issuers: []string{"github", "gitlab"}}, logger)
+	store, err := policystore.Open(policyDir, loadOptions, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,15 +210,17 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 
 	deps := exchange.Deps{
 		Verifier: pool, Policies: store, Replay: replay.NewMemory(), Audit: breakableAudit{auditLog, &h.auditBroken},
-		Token: signer, Logger: logger, Metrics: exchange.NewMetrics(store.Known),
+		Kinds: registry.Kinds(), Platforms: registry.Platforms(),
+		Minters: map[string]grant.Minter{tokensign.KindName: signer},
+		Logger:  logger, Metrics: exchange.NewMetrics(store.Known),
 		MintTimeout: o.mintTimeout,
 	}
 	switch {
 	case o.awsMinter != nil:
-		deps.AWS = o.awsMinter
+		deps.Minters[awssts.KindName] = awssts.GrantMinter{STS: o.awsMinter}
 	case o.aws:
 		h.moto = moto.Start(t)
-		deps.AWS = awssts.NewFromConfig(h.moto.AWSConfig())
+		deps.Minters[awssts.KindName] = awssts.NewFromConfig(h.moto.AWSConfig())
 	}
 	h.gcp = gcpfake.Start(t, o.gcpHandler)
 	gm, err := gcpiam.New(context.Background(), h.gcp.ClientOptions()...)
@@ -221,7 +228,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { gm.Close() })
-	deps.GCP = gm
+	deps.Minters[gcpiam.KindName] = gm
 
 	if h.service, err = exchange.New(deps); err != nil {
 		t.Fatal(err)

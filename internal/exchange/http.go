@@ -57,15 +57,17 @@ func NewHandler(svc *Service, o HTTPOptions) http.Handler {
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = ipExtractor(o.TrustedProxies)
 	h := &handler{svc: svc, o: o}
-	e.HTTPErrorHandler = h.errorHandler
+	// Routes write their own failures in their own shape; what reaches the
+	// global handler is echo's routing (404, 405) and a panic's 503.
+	e.HTTPErrorHandler = func(err error, c echo.Context) { h.fail(c, err, h.writeError) }
 	e.Use(h.requestID, h.recover)
 
 	limit := newLimiter(o.RatePerSecond, o.RateBurst)
 	// Routes, not an echo Group: a group with middleware answers every
 	// other method on its paths with 404 rather than 405.
-	api := []echo.MiddlewareFunc{limitBody, h.rateLimit(limit)}
-	e.POST("/v1/exchange", h.exchange, api...)
-	e.POST(tokenPath, h.tokenExchange, api...)
+	e.POST("/v1/exchange", h.exchange, h.failWith(h.writeError), limitBody, h.rateLimit(limit))
+	// Any method: RFC 6749 clients expect its error shape even for a GET.
+	e.Any(tokenPath, h.tokenExchange, h.failWith(h.writeOAuthError), limitBody, h.rateLimit(limit))
 
 	e.Match([]string{http.MethodGet, http.MethodHead}, "/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
@@ -125,7 +127,7 @@ func (h *handler) recover(next echo.HandlerFunc) echo.HandlerFunc {
 					panic(r)
 				}
 				h.o.Logger.Error("panic serving request", "request_id", requestID(c), "panic", fmt.Sprint(r))
-				err = &Error{Code: Unavailable, Description: "internal error; try again", RetryAfter: 5 * time.Second}
+				err = &unavailable{reason: "internal error; try again"}
 			}
 		}()
 		return next(c)
@@ -142,24 +144,20 @@ func limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-func errBodyTooLarge() *Error {
-	return errorf(RequestTooLarge, "request body is larger than %d KiB", MaxBodyBytes>>10)
-}
-
 // readBody reads a body limitBody has bounded. Its refusals reach the
 // handler, so they are audited like any other.
 func readBody(c echo.Context) ([]byte, error) {
 	if c.Request().ContentLength > MaxBodyBytes {
 		// Declared too large: refused without reading a byte.
-		return nil, errBodyTooLarge()
+		return nil, &tooLarge{}
 	}
 	body, err := io.ReadAll(c.Request().Body)
-	var tooLarge *http.MaxBytesError
-	if errors.As(err, &tooLarge) {
-		return nil, errBodyTooLarge()
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, &tooLarge{}
 	}
 	if err != nil {
-		return nil, errorf(InvalidRequest, "could not read the request body")
+		return nil, badRequestf("could not read the request body")
 	}
 	return body, nil
 }
@@ -169,7 +167,7 @@ func (h *handler) rateLimit(l *limiter) echo.MiddlewareFunc {
 		return func(c echo.Context) error {
 			if wait := l.allow(c.RealIP(), time.Now()); wait > 0 {
 				h.o.Metrics.rateLimited()
-				return &Error{Code: RateLimited, Description: "too many requests from this address", RetryAfter: wait}
+				return &throttled{wait: wait}
 			}
 			return next(c)
 		}
@@ -192,9 +190,14 @@ func (h *handler) exchange(c echo.Context) error {
 			return h.respond(c, req)
 		}
 	}
-	// A body that named a policy keeps its refusal on that policy's line of
-	// the audit report; the token stays out of it.
-	return h.svc.Refuse(c.Request().Context(), Request{Policy: req.Policy, ClientIP: c.RealIP(), RequestID: requestID(c)}, err)
+	return h.refuse(c, req.Policy, err)
+}
+
+// refuse audits a request refused before it reached the service. A body
+// that named a policy keeps its refusal on that policy's line of the
+// audit report; the token stays out of it.
+func (h *handler) refuse(c echo.Context, policy string, err error) error {
+	return h.svc.Refuse(c.Request().Context(), Request{Policy: policy, ClientIP: c.RealIP(), RequestID: requestID(c)}, err)
 }
 
 func (h *handler) respond(c echo.Context, req Request) error {
@@ -213,10 +216,10 @@ func decodeExchange(body []byte, authorization string) (Request, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {
-		return Request{}, errorf(InvalidRequest, "request body is not the expected JSON object: %s", jsonProblem(err))
+		return Request{}, badRequestf("request body is not the expected JSON object: %s", jsonProblem(err))
 	}
 	if dec.More() {
-		return Request{}, errorf(InvalidRequest, "request body has data after the JSON object")
+		return Request{}, badRequestf("request body has data after the JSON object")
 	}
 	bearer, err := bearerToken(authorization)
 	if err != nil {
@@ -226,17 +229,14 @@ func decodeExchange(body []byte, authorization string) (Request, error) {
 	case b.Token == "":
 		b.Token = bearer
 	case bearer != "" && bearer != b.Token:
-		return Request{Policy: b.Policy}, errorf(InvalidRequest, "the body and the Authorization header carry different tokens")
+		return Request{Policy: b.Policy}, badRequestf("the body and the Authorization header carry different tokens")
 	}
 	d, err := parseDuration(b.Duration)
 	if err != nil {
 		return Request{Policy: b.Policy}, err
 	}
-	if b.Policy == "" {
-		return Request{Policy: b.Policy}, errorf(InvalidRequest, `missing field "policy"`)
-	}
-	if b.Token == "" {
-		return Request{Policy: b.Policy}, errorf(InvalidRequest, `missing field "token" (or an Authorization: Bearer header)`)
+	if err := checkRequest(b.Policy, b.Token); err != nil {
+		return Request{Policy: b.Policy}, err
 	}
 	return Request{Policy: b.Policy, Token: b.Token, Duration: d}, nil
 }
@@ -285,7 +285,7 @@ func bearerToken(h string) (string, error) {
 	}
 	scheme, tok, ok := strings.Cut(h, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
-		return "", errorf(InvalidRequest, "the Authorization header must be \"Bearer <token>\"")
+		return "", badRequestf("the Authorization header must be \"Bearer <token>\"")
 	}
 	return strings.TrimSpace(tok), nil
 }
@@ -303,13 +303,13 @@ func parseDuration(raw json.RawMessage) (time.Duration, error) {
 		}
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
-			return 0, errorf(InvalidRequest, "duration %q is not a positive duration such as \"15m\"", s)
+			return 0, badRequestf("duration %q is not a positive duration such as \"15m\"", s)
 		}
 		return d, nil
 	}
 	var secs float64
 	if err := json.Unmarshal(raw, &secs); err != nil || secs <= 0 || secs > 7*24*3600 || secs != math.Trunc(secs) {
-		return 0, errorf(InvalidRequest, "duration must be a string such as \"15m\" or a whole number of seconds")
+		return 0, badRequestf("duration must be a string such as \"15m\" or a whole number of seconds")
 	}
 	return time.Duration(secs) * time.Second, nil
 }
@@ -325,7 +325,7 @@ func (h *handler) ready(c echo.Context) error {
 	if h.o.Ready != nil {
 		problems, err := h.o.Ready(ctx)
 		if err != nil {
-			return &Error{Code: Unavailable, Description: "not ready: " + err.Error(), RetryAfter: 5 * time.Second}
+			return &unavailable{reason: "not ready: " + err.Error()}
 		}
 		if len(problems) > 0 {
 			return c.JSON(http.StatusOK, map[string]any{"status": "degraded", "problems": problems})
@@ -337,7 +337,7 @@ func (h *handler) ready(c echo.Context) error {
 func (h *handler) wellKnown(body func(Discovery) []byte) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if h.o.Discovery == nil {
-			return errorf(NotFound, "this broker signs no tokens (no token.signing_key configured)")
+			return &Error{Code: NotFound, Description: "this broker signs no tokens (no token.signing_key configured)"}
 		}
 		c.Response().Header().Set("Cache-Control", "public, max-age=300")
 		return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, body(h.o.Discovery))
@@ -350,45 +350,56 @@ type errorBody struct {
 	RequestID   string `json:"request_id,omitempty"`
 }
 
-// errorHandler writes every failure as the contract's JSON.
-func (h *handler) errorHandler(err error, c echo.Context) {
+// failWith is a route's error writer: whatever the route's handler or
+// middleware returns is classified once and written in the route's shape.
+func (h *handler) failWith(write func(echo.Context, *Error)) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if err := next(c); err != nil {
+				h.fail(c, err, write)
+			}
+			return nil
+		}
+	}
+}
+
+// fail classifies err and writes it with write, logging what the caller is
+// not told of a failure that is the broker's own.
+func (h *handler) fail(c echo.Context, err error, write func(echo.Context, *Error)) {
 	if c.Response().Committed {
 		return
 	}
-	var he *echo.HTTPError
-	if errors.As(err, &he) {
-		err = fromEcho(he)
-	}
-	var oe *oauthError
-	oauth := ""
-	if errors.As(err, &oe) {
-		err, oauth = oe.err, oe.oauth
-	}
-	e := AsError(err)
+	e := classify(fromEcho(err))
 	if e.Code == Unavailable && e.Err != nil {
 		h.o.Logger.Error("request failed", "request_id", requestID(c), "err", e.Err)
 	}
-	if c.Request().URL.Path == tokenPath {
-		writeOAuthError(c, e, oauth)
-		return
-	}
+	write(c, e)
+}
+
+// writeError writes a failure as the contract's JSON.
+func (h *handler) writeError(c echo.Context, e *Error) {
 	setRetryAfter(c, e.RetryAfter)
 	_ = c.JSON(e.Code.Status(), errorBody{Error: string(e.Code), Description: e.Description, RequestID: requestID(c)})
 }
 
-func fromEcho(he *echo.HTTPError) *Error {
+// fromEcho types echo's own errors: routing, and its body limit.
+func fromEcho(err error) error {
+	var he *echo.HTTPError
+	if !errors.As(err, &he) {
+		return err
+	}
 	switch he.Code {
 	case http.StatusNotFound:
-		return errorf(NotFound, "no such endpoint")
+		return &routeError{code: NotFound}
 	case http.StatusMethodNotAllowed:
-		return errorf(MethodNotAllowed, "method not allowed")
+		return &routeError{code: MethodNotAllowed}
 	case http.StatusRequestEntityTooLarge:
-		return errBodyTooLarge()
+		return &tooLarge{}
 	}
 	if he.Code >= 400 && he.Code < 500 {
-		return errorf(InvalidRequest, "%s", http.StatusText(he.Code))
+		return badRequestf("%s", http.StatusText(he.Code))
 	}
-	return &Error{Code: Unavailable, Description: "internal error; try again", RetryAfter: 5 * time.Second, Err: he}
+	return &unavailable{reason: "internal error; try again", err: he}
 }
 
 func setRetryAfter(c echo.Context, d time.Duration) {

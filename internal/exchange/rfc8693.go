@@ -1,6 +1,7 @@
 package exchange
 
 import (
+	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/ferry-broker/ferry/internal/trust"
 )
 
 // RFC 8693 identifiers.
@@ -28,19 +31,23 @@ type tokenResponse struct {
 	RequestID       string `json:"request_id"`
 }
 
-// oauthError is an RFC 6749 §5.2 error; Code keeps the broker's own code
-// for the audit log and the HTTP status.
-type oauthError struct {
-	err   *Error
-	oauth string
+// formError is a /v1/token request refused with an RFC 6749 code of its
+// own (unsupported_grant_type); to the contract it is invalid_request.
+type formError struct {
+	oauth, reason string
 }
 
-func (o *oauthError) Error() string { return o.err.Error() }
-func (o *oauthError) Unwrap() error { return o.err }
+func (e *formError) Error() string { return e.reason }
 
-// tokenExchange serves POST /v1/token for token and gcp grants, so any
-// RFC 8693 client (golang.org/x/oauth2, google-auth, Vault) can use Ferry.
+func formErr(oauth, reason string) *formError { return &formError{oauth: oauth, reason: reason} }
+
+// tokenExchange serves POST /v1/token for kinds whose credential is a
+// bearer token, so any RFC 8693 client (golang.org/x/oauth2, google-auth,
+// Vault) can use Ferry.
 func (h *handler) tokenExchange(c echo.Context) error {
+	if c.Request().Method != http.MethodPost {
+		return &routeError{code: MethodNotAllowed}
+	}
 	body, err := readBody(c)
 	var req Request
 	if err == nil {
@@ -48,76 +55,68 @@ func (h *handler) tokenExchange(c echo.Context) error {
 	}
 	req.ClientIP, req.RequestID = c.RealIP(), requestID(c)
 	if err != nil {
-		return h.svc.Refuse(c.Request().Context(), Request{Policy: req.Policy, ClientIP: req.ClientIP, RequestID: req.RequestID}, err)
+		return h.refuse(c, req.Policy, err)
 	}
 	res, err := h.svc.Exchange(c.Request().Context(), req)
 	if err != nil {
 		return err
 	}
-	out := tokenResponse{TokenType: "Bearer", RequestID: res.RequestID}
-	switch {
-	case res.GCP != nil:
-		out.AccessToken, out.IssuedTokenType = res.GCP.AccessToken, TokenTypeAccessToken
-	case res.Token != nil:
-		out.AccessToken, out.IssuedTokenType = res.Token.Token, TokenTypeJWT
-	}
-	out.ExpiresIn = int64(time.Until(res.ExpiresAt).Round(time.Second) / time.Second)
-	if out.ExpiresIn < 1 {
-		out.ExpiresIn = 1
-	}
+	b := res.Credential.Bearer
+	out := tokenResponse{AccessToken: b.Token, IssuedTokenType: b.Type, TokenType: "Bearer", RequestID: res.RequestID}
+	out.ExpiresIn = max(int64(time.Until(res.ExpiresAt).Round(time.Second)/time.Second), 1)
 	noStore(c)
 	return c.JSON(http.StatusOK, out)
 }
 
 func decodeTokenExchange(contentType string, body []byte) (Request, error) {
 	if mt, _, err := mime.ParseMediaType(contentType); err != nil || mt != "application/x-www-form-urlencoded" {
-		return Request{}, oauthErr("invalid_request", InvalidRequest, "the body must be application/x-www-form-urlencoded")
+		return Request{}, formErr("invalid_request", "the body must be application/x-www-form-urlencoded")
 	}
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
-		return Request{}, oauthErr("invalid_request", InvalidRequest, "the form body is malformed")
+		return Request{}, formErr("invalid_request", "the form body is malformed")
 	}
 	for k, v := range form {
 		if len(v) > 1 {
 			// RFC 6749 §3.2: parameters must not be repeated.
-			return Request{}, oauthErr("invalid_request", InvalidRequest, fmt.Sprintf("parameter %q is repeated", k))
+			return Request{}, formErr("invalid_request", fmt.Sprintf("parameter %q is repeated", k))
 		}
 	}
 	if gt := form.Get("grant_type"); gt != GrantTypeTokenExchange {
 		if gt == "" {
-			return Request{}, oauthErr("invalid_request", InvalidRequest, `missing parameter "grant_type"`)
+			return Request{}, formErr("invalid_request", `missing parameter "grant_type"`)
 		}
-		return Request{}, oauthErr("unsupported_grant_type", InvalidRequest, fmt.Sprintf("grant_type must be %s", GrantTypeTokenExchange))
+		return Request{}, formErr("unsupported_grant_type", fmt.Sprintf("grant_type must be %s", GrantTypeTokenExchange))
 	}
-	req := Request{Token: form.Get("subject_token"), Policy: form.Get("audience"), GrantTypes: []string{"token", "gcp"}}
+	req := Request{Token: form.Get("subject_token"), Policy: form.Get("audience"), BearerOnly: true}
 	if req.Token == "" {
-		return Request{}, oauthErr("invalid_request", InvalidRequest, `missing parameter "subject_token"`)
+		return Request{}, formErr("invalid_request", `missing parameter "subject_token"`)
 	}
 	switch form.Get("subject_token_type") {
 	case TokenTypeIDToken, TokenTypeJWT:
 	case "":
-		return Request{}, oauthErr("invalid_request", InvalidRequest, `missing parameter "subject_token_type"`)
+		return Request{}, formErr("invalid_request", `missing parameter "subject_token_type"`)
 	default:
-		return Request{}, oauthErr("invalid_request", InvalidRequest, "subject_token_type must be "+TokenTypeIDToken+" or "+TokenTypeJWT)
+		return Request{}, formErr("invalid_request", "subject_token_type must be "+TokenTypeIDToken+" or "+TokenTypeJWT)
 	}
 	if req.Policy == "" {
-		return Request{}, oauthErr("invalid_request", InvalidRequest, `missing parameter "audience" (the policy name)`)
+		return Request{}, formErr("invalid_request", `missing parameter "audience" (the policy name)`)
 	}
 	switch rt := form.Get("requested_token_type"); rt {
 	case "", TokenTypeAccessToken, TokenTypeJWT:
 	default:
-		return Request{}, oauthErr("invalid_request", InvalidRequest, "requested_token_type "+rt+" is not issued here")
+		return Request{}, formErr("invalid_request", "requested_token_type "+rt+" is not issued here")
 	}
 	return req, nil
 }
 
-func oauthErr(code string, ferry Code, desc string) *oauthError {
-	return &oauthError{err: &Error{Code: ferry, Description: desc}, oauth: code}
-}
-
-// oauthCode maps the broker's error to RFC 6749 / RFC 8693 codes, in one
-// place beside Code.Status.
+// oauthCode maps a refusal to RFC 6749 / RFC 8693 codes, in one place
+// beside Code.Status.
 func oauthCode(e *Error) string {
+	var fe *formError
+	if errors.As(e.Err, &fe) {
+		return fe.oauth
+	}
 	switch e.Code {
 	case InvalidRequest:
 		if e.Rule == "grant_type" {
@@ -129,7 +128,7 @@ func oauthCode(e *Error) string {
 	case InvalidToken:
 		return "invalid_grant"
 	case AccessDenied:
-		if e.Rule == "unknown_policy" {
+		if e.Rule == trust.RuleUnknownPolicy {
 			return "invalid_target"
 		}
 		return "invalid_grant"
@@ -137,23 +136,19 @@ func oauthCode(e *Error) string {
 	return "temporarily_unavailable"
 }
 
-func oauthStatus(oauth string, e *Error) int {
-	switch oauth {
-	case "invalid_request", "invalid_grant", "invalid_target", "unsupported_grant_type":
-		switch e.Code {
-		case RequestTooLarge, NotFound, MethodNotAllowed:
-			return e.Code.Status()
-		}
+// oauthStatus is RFC 6749 §5.2's 400 for its request errors, keeping the
+// statuses that say more (413, 405) and those of the broker's own state.
+func oauthStatus(e *Error) int {
+	switch e.Code {
+	case InvalidRequest, InvalidToken, AccessDenied:
 		return http.StatusBadRequest
 	}
 	return e.Code.Status()
 }
 
-func writeOAuthError(c echo.Context, e *Error, oauth string) {
-	if oauth == "" {
-		oauth = oauthCode(e)
-	}
+// writeOAuthError writes a failure as RFC 6749 §5.2 JSON.
+func (h *handler) writeOAuthError(c echo.Context, e *Error) {
 	setRetryAfter(c, e.RetryAfter)
 	noStore(c)
-	_ = c.JSON(oauthStatus(oauth, e), errorBody{Error: oauth, Description: e.Description, RequestID: requestID(c)})
+	_ = c.JSON(oauthStatus(e), errorBody{Error: oauthCode(e), Description: e.Description, RequestID: requestID(c)})
 }

@@ -1,25 +1,24 @@
 // Package exchange performs one credential exchange: verify the CI token,
-// authorize it against the trust policies, mint the credential the policy
-// grants, and audit the decision. http.go serves it over the contract's
-// HTTP API.
+// decide it against the trust policies, mint the credential the policy
+// grants through its grant kind, and audit the decision. http.go serves it
+// over the contract's HTTP API, rfc8693.go as an RFC 8693 token endpoint.
 package exchange
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/oklog/ulid/v2"
 
 	"github.com/ferry-broker/ferry/internal/audit"
 	"github.com/ferry-broker/ferry/internal/claims"
+	"github.com/ferry-broker/ferry/internal/grant"
 	"github.com/ferry-broker/ferry/internal/identity"
-	"github.com/ferry-broker/ferry/internal/mint/awssts"
-	"github.com/ferry-broker/ferry/internal/mint/gcpiam"
-	"github.com/ferry-broker/ferry/internal/mint/tokensign"
+	"github.com/ferry-broker/ferry/internal/platform"
 	"github.com/ferry-broker/ferry/internal/replay"
 	"github.com/ferry-broker/ferry/internal/trust"
 )
@@ -39,33 +38,21 @@ type Auditor interface {
 	Write(ctx context.Context, r audit.Record) (audit.Record, error)
 }
 
-// AWSMinter mints AWS STS session credentials.
-type AWSMinter interface {
-	AssumeRole(ctx context.Context, req awssts.Request) (*awssts.Credentials, error)
-}
-
-// GCPMinter mints GCP service-account access tokens.
-type GCPMinter interface {
-	GenerateAccessToken(ctx context.Context, req gcpiam.Request) (*gcpiam.Token, error)
-}
-
-// TokenSigner mints Ferry-signed JWTs.
-type TokenSigner interface {
-	Sign(ctx context.Context, req tokensign.Request) (*tokensign.Token, error)
-}
-
-// Deps are what a Service needs. AWS, GCP and Token may be nil: requests for
-// that grant type are then refused as unavailable on this broker.
+// Deps are what a Service needs.
 type Deps struct {
 	Verifier Verifier
 	Policies Policies
 	Replay   replay.Store
 	Audit    Auditor
-	AWS      AWSMinter
-	GCP      GCPMinter
-	Token    TokenSigner
-	Logger   *slog.Logger
-	Metrics  *Metrics
+	// Kinds are the grant kinds policies may use, and Minters their
+	// minters by kind name. A policy whose kind has no minter here is
+	// refused as unavailable on this broker.
+	Kinds   grant.Kinds
+	Minters map[string]grant.Minter
+	// Platforms name a token's job and pick its identifying claims.
+	Platforms platform.Set
+	Logger    *slog.Logger
+	Metrics   *Metrics
 	// Now is the clock; tests set it.
 	Now func() time.Time
 	// MintTimeout bounds one call to a cloud provider; default 15s.
@@ -82,8 +69,8 @@ type Service struct {
 
 // New returns a Service.
 func New(d Deps) (*Service, error) {
-	if d.Verifier == nil || d.Policies == nil || d.Replay == nil || d.Audit == nil {
-		return nil, errors.New("exchange: verifier, policies, replay store and audit log are required")
+	if d.Verifier == nil || d.Policies == nil || d.Replay == nil || d.Audit == nil || len(d.Platforms) == 0 {
+		return nil, errors.New("exchange: verifier, policies, replay store, audit log and platforms are required")
 	}
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
@@ -106,9 +93,9 @@ type Request struct {
 	Token  string
 	// Duration asked for; 0 means the policy's maximum.
 	Duration time.Duration
-	// GrantTypes, when set, limits which grant types may answer (RFC 8693
-	// serves token and gcp grants only).
-	GrantTypes []string
+	// BearerOnly limits the exchange to kinds whose credential is a bearer
+	// token (RFC 8693's /v1/token).
+	BearerOnly bool
 	ClientIP   string
 	RequestID  string
 }
@@ -116,41 +103,43 @@ type Request struct {
 // Result is a minted credential. It holds secrets: it goes to the caller
 // and nowhere else.
 type Result struct {
-	Policy    string    `json:"policy"`
-	RequestID string    `json:"request_id"`
-	ExpiresAt time.Time `json:"expires_at"`
-	AWS       *AWS      `json:"aws,omitempty"`
-	GCP       *GCP      `json:"gcp,omitempty"`
-	Token     *Token    `json:"token,omitempty"`
+	Policy     string
+	RequestID  string
+	ExpiresAt  time.Time
+	Kind       string
+	Credential *grant.Credential
 }
 
-// AWS is the contract's aws object.
-type AWS struct {
-	AccessKeyID     string    `json:"access_key_id"`
-	SecretAccessKey string    `json:"secret_access_key"`
-	SessionToken    string    `json:"session_token"`
-	Expiration      time.Time `json:"expiration"`
-	RoleARN         string    `json:"role_arn"`
-	AssumedRoleARN  string    `json:"assumed_role_arn,omitempty"`
-}
-
-// GCP is the contract's gcp object.
-type GCP struct {
-	AccessToken    string    `json:"access_token"`
-	ExpiresAt      time.Time `json:"expires_at"`
-	ServiceAccount string    `json:"service_account"`
-}
-
-// Token is the contract's token object.
-type Token struct {
-	Token     string    `json:"token"`
-	ExpiresAt time.Time `json:"expires_at"`
+// MarshalJSON writes the contract's answer: the credential's object under
+// its kind's name.
+func (r *Result) MarshalJSON() ([]byte, error) {
+	head, err := json.Marshal(struct {
+		Policy    string    `json:"policy"`
+		RequestID string    `json:"request_id"`
+		ExpiresAt time.Time `json:"expires_at"`
+	}{r.Policy, r.RequestID, r.ExpiresAt})
+	if err != nil {
+		return nil, err
+	}
+	answer, err := json.Marshal(r.Credential.Answer)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s credential: %w", r.Kind, err)
+	}
+	key, _ := json.Marshal(r.Kind)
+	out := make([]byte, 0, len(head)+len(key)+len(answer)+2)
+	out = append(out, head[:len(head)-1]...)
+	out = append(out, ',')
+	out = append(out, key...)
+	out = append(out, ':')
+	out = append(out, answer...)
+	return append(out, '}'), nil
 }
 
 // NewRequestID returns a sortable, unique request id.
 func NewRequestID() string { return ulid.Make().String() }
 
-// Exchange runs one exchange and records the decision, allow or deny.
+// Exchange runs one exchange and records the decision, allow or deny. A
+// refusal is an *Error, as classify makes it.
 func (s *Service) Exchange(ctx context.Context, req Request) (*Result, error) {
 	if req.RequestID == "" {
 		req.RequestID = NewRequestID()
@@ -168,8 +157,9 @@ func (s *Service) Exchange(ctx context.Context, req Request) (*Result, error) {
 		// job may try again with the same token once the log recovers.
 		s.d.Logger.ErrorContext(ctx, "audit write failed; withholding credential", "request_id", req.RequestID, "err", aerr)
 		s.release(ctx, req, replayKey)
-		s.d.Metrics.observe(rec.Policy, audit.Deny, string(Unavailable), s.d.Now().Sub(start))
-		return nil, &Error{Code: Unavailable, Description: "the broker could not record the decision; no credential was issued", RetryAfter: 5 * time.Second, Err: aerr}
+		e := classify(&unavailable{reason: "the broker could not record the decision; no credential was issued", err: aerr})
+		s.d.Metrics.observe(rec.Policy, audit.Deny, string(e.Code), s.d.Now().Sub(start))
+		return nil, e
 	}
 	s.d.Logger.InfoContext(ctx, "exchange allowed", "request_id", req.RequestID, "policy", rec.Policy,
 		"issuer", rec.Issuer, "subject", rec.Subject, "credential", rec.Credential.Type, "credential_id", rec.Credential.ID,
@@ -179,18 +169,17 @@ func (s *Service) Exchange(ctx context.Context, req Request) (*Result, error) {
 }
 
 // Refuse records a request refused before it reached Exchange (a body that
-// does not parse, say) and returns err unchanged for the caller to answer.
-func (s *Service) Refuse(ctx context.Context, req Request, err error) error {
+// does not parse, say) and returns the refusal as classify makes it.
+func (s *Service) Refuse(ctx context.Context, req Request, err error) *Error {
 	if req.RequestID == "" {
 		req.RequestID = NewRequestID()
 	}
 	rec := audit.Record{RequestID: req.RequestID, Policy: req.Policy, ClientIP: req.ClientIP}
-	_ = s.deny(ctx, req, &rec, s.d.Now(), err)
-	return err
+	return s.deny(ctx, req, &rec, s.d.Now(), err)
 }
 
 func (s *Service) deny(ctx context.Context, req Request, rec *audit.Record, start time.Time, err error) *Error {
-	e := AsError(err)
+	e := classify(err)
 	// The refusal's own rule, never the "match" an authorization that was
 	// then refused for another reason (replay, upstream) recorded.
 	rec.Decision, rec.Error, rec.Reason, rec.Rule = audit.Deny, string(e.Code), e.Description, e.Rule
@@ -217,47 +206,45 @@ func (s *Service) log(ctx context.Context, req Request, e *Error) {
 // exchange decides and mints. It returns the replay key it claimed, for
 // Exchange to release should the grant not be recorded.
 func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) (*Result, string, error) {
-	if req.Policy == "" {
-		return nil, "", errorf(InvalidRequest, `missing field "policy"`)
-	}
-	if req.Token == "" {
-		return nil, "", errorf(InvalidRequest, `missing field "token" (or an Authorization: Bearer header)`)
+	if err := checkRequest(req.Policy, req.Token); err != nil {
+		return nil, "", err
 	}
 	if req.Duration < 0 {
-		return nil, "", errorf(InvalidRequest, "duration must be positive")
+		return nil, "", badRequestf("duration must be positive")
 	}
 
-	id, err := s.d.Verifier.Verify(ctx, req.Token)
+	id, err := s.verify(ctx, req.Token)
 	if err != nil {
-		return nil, "", verifyError(err)
+		return nil, "", err
 	}
-	fillIdentity(rec, id)
+	rec.Issuer, rec.Subject = id.Issuer, id.Claims.Subject
+	rec.Claims = s.d.Platforms.Identify(id.Claims)
 
 	set := s.d.Policies.Current()
 	if set == nil {
-		return nil, "", &Error{Code: Unavailable, Description: "no trust policies are loaded", RetryAfter: 5 * time.Second}
+		return nil, "", &unavailable{reason: "no trust policies are loaded"}
 	}
-	// An endpoint that cannot serve the policy's grant says so before the
+	// An endpoint that cannot serve the policy's kind says so before the
 	// claims are weighed: the caller is at the wrong door either way.
-	if len(req.GrantTypes) > 0 {
-		if p, ok := set.Lookup(req.Policy); ok && !slices.Contains(req.GrantTypes, p.Grant.Type()) {
-			return nil, "", &Error{Code: InvalidRequest, Rule: "grant_type",
-				Description: fmt.Sprintf("policy %q grants %s credentials, which this endpoint does not serve; use POST /v1/exchange", p.Name, p.Grant.Type())}
+	if req.BearerOnly {
+		if p, ok := set.Lookup(req.Policy); ok && !s.issuesBearer(p.Grant.Kind()) {
+			return nil, "", &wrongEndpoint{reason: fmt.Sprintf("policy %q grants %s credentials, which this endpoint does not serve; use POST /v1/exchange", p.Name, p.Grant.Kind())}
 		}
 	}
-	dec := set.Authorize(id.Issuer, req.Policy, id.Claims)
+	dec := set.Decide(id.Issuer, req.Policy, id.Claims)
 	rec.Rule = dec.Rule
 	if !dec.Allowed {
-		return nil, "", &Error{Code: AccessDenied, Description: dec.Reason, Rule: dec.Rule}
+		return nil, "", &denied{rule: dec.Rule, reason: dec.Reason}
 	}
-	pol := dec.Policy
-	grant, err := pol.Render(id.Claims)
-	if err != nil {
-		return nil, "", &Error{Code: AccessDenied, Description: err.Error(), Rule: "grant"}
-	}
-	lifetime, err := clampDuration(pol.Name, req.Duration, grant.MaxDuration())
+	pol, spec := dec.Policy, dec.Grant
+	lifetime, err := clampDuration(pol.Name, spec, req.Duration)
 	if err != nil {
 		return nil, "", err
+	}
+	minter := s.d.Minters[spec.Kind()]
+	if minter == nil {
+		return nil, "", &grant.UnavailableError{RetryAfter: time.Minute,
+			Reason: fmt.Sprintf("policy %q grants %s credentials, but this broker has no %s minter configured", pol.Name, spec.Kind(), spec.Kind())}
 	}
 
 	// Single use: claimed only once the request is otherwise good, so a
@@ -265,25 +252,50 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 	key := id.Issuer + "\x00" + pol.Name + "\x00" + id.Claims.ID
 	fresh, err := s.d.Replay.Claim(ctx, key, id.Claims.Expiry.Add(s.d.ReplayLeeway))
 	if err != nil {
-		return nil, "", &Error{Code: Unavailable, Description: "the replay store is unreachable; refusing rather than risking a replay", RetryAfter: 5 * time.Second, Err: err}
+		return nil, "", &unavailable{reason: "the replay store is unreachable; refusing rather than risking a replay", err: err}
 	}
 	if !fresh {
-		return nil, "", &Error{Code: InvalidToken, Rule: "replay",
-			Description: fmt.Sprintf("token jti %s was already used for policy %q; request a fresh token", claims.Describe(id.Claims.ID), pol.Name)}
+		return nil, "", &replayed{reason: fmt.Sprintf("token jti %s was already used for policy %q; request a fresh token", claims.Describe(id.Claims.ID), pol.Name)}
 	}
 
 	mctx, cancel := context.WithTimeout(ctx, s.d.MintTimeout)
 	defer cancel()
-	res, cred, err := s.mint(mctx, pol.Name, grant, lifetime, id)
+	cred, err := minter.Mint(mctx, grant.Request{
+		Policy: pol.Name, Spec: spec, Lifetime: lifetime, Claims: id.Claims,
+		Job: s.d.Platforms.Job(id.Claims), Now: s.d.Now(),
+	})
 	if err != nil {
 		// Nothing was issued: let the job try again with the same token,
 		// which matters on GitLab where a job has only the one.
 		s.release(ctx, req, key)
 		return nil, "", err
 	}
-	res.Policy, res.RequestID = pol.Name, req.RequestID
-	rec.Credential = cred
-	return res, key, nil
+	rec.Credential = &audit.Credential{Type: spec.Kind(), ID: cred.ID, ExpiresAt: cred.ExpiresAt}
+	return &Result{Policy: pol.Name, RequestID: req.RequestID, ExpiresAt: cred.ExpiresAt, Kind: spec.Kind(), Credential: cred}, key, nil
+}
+
+// verify checks the token. A failure the verifier did not type is the
+// token's: it could not be verified.
+func (s *Service) verify(ctx context.Context, raw string) (*identity.Identity, error) {
+	id, err := s.d.Verifier.Verify(ctx, raw)
+	if err == nil {
+		return id, nil
+	}
+	var te *identity.TokenError
+	var ue *identity.UnavailableError
+	if errors.As(err, &te) || errors.As(err, &ue) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return nil, err
+	}
+	return nil, &identity.TokenError{Reason: "token could not be verified", Err: err}
+}
+
+func (s *Service) issuesBearer(kind string) bool {
+	k, ok := s.d.Kinds.Lookup(kind)
+	if !ok {
+		return false
+	}
+	b, ok := k.(grant.BearerKind)
+	return ok && b.IssuesBearerTokens()
 }
 
 // release gives a token id back after a request that issued nothing.
@@ -293,54 +305,34 @@ func (s *Service) release(ctx context.Context, req Request, key string) {
 	}
 }
 
+// checkRequest refuses a request without the fields every exchange needs,
+// whichever endpoint it came through.
+func checkRequest(policy, token string) error {
+	if policy == "" {
+		return badRequestf(`missing field "policy"`)
+	}
+	if token == "" {
+		return badRequestf(`missing field "token" (or an Authorization: Bearer header)`)
+	}
+	return nil
+}
+
 // clampDuration applies the contract: a request may ask for less than the
 // policy's duration, never more; no request means the policy's duration.
-func clampDuration(policy string, asked, max time.Duration) (time.Duration, error) {
+// A kind whose provider fixes the lifetime takes no request at all.
+func clampDuration(policy string, spec grant.Spec, asked time.Duration) (time.Duration, error) {
+	max := spec.MaxDuration()
 	if asked == 0 {
 		return max, nil
 	}
+	if f, ok := spec.(grant.FixedLifetime); ok && f.FixedLifetime() {
+		return 0, badRequestf("policy %q grants %s credentials, whose lifetime the provider fixes; leave duration out", policy, spec.Kind())
+	}
 	if asked > max {
-		return 0, errorf(InvalidRequest, "duration %s is longer than policy %q allows (%s)", asked, policy, max)
+		return 0, badRequestf("duration %s is longer than policy %q allows (%s)", asked, policy, max)
 	}
 	if asked < time.Minute {
-		return 0, errorf(InvalidRequest, "duration %s is shorter than the minimum of 1m", asked)
+		return 0, badRequestf("duration %s is shorter than the minimum of 1m", asked)
 	}
 	return asked, nil
-}
-
-func verifyError(err error) error {
-	var te *identity.TokenError
-	if errors.As(err, &te) {
-		return &Error{Code: InvalidToken, Description: te.Reason, Err: err}
-	}
-	var ue *identity.UnavailableError
-	if errors.As(err, &ue) {
-		return &Error{Code: Unavailable, RetryAfter: ue.RetryAfter, Err: err,
-			Description: fmt.Sprintf("cannot fetch the signing keys of issuer %q; try again", ue.Issuer)}
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return &Error{Code: Unavailable, Description: "request cancelled", RetryAfter: time.Second, Err: err}
-	}
-	return &Error{Code: InvalidToken, Description: "token could not be verified", Err: err}
-}
-
-// identifying claims copied into the audit record.
-func fillIdentity(rec *audit.Record, id *identity.Identity) {
-	c := id.Claims
-	rec.Issuer = id.Issuer
-	rec.Subject = c.Subject
-	rec.Repository = c.Text("repository")
-	rec.RepositoryID = c.Text("repository_id")
-	rec.Ref = c.Text("ref")
-	rec.Environment = c.Text("environment")
-	rec.EventName = c.Text("event_name")
-	rec.RunID = c.Text("run_id")
-	rec.Actor = c.Text("actor")
-	rec.JobWorkflowRef = c.Text("job_workflow_ref")
-	rec.ProjectPath = c.Text("project_path")
-	rec.ProjectID = c.Text("project_id")
-	rec.PipelineID = c.Text("pipeline_id")
-	rec.JobID = c.Text("job_id")
-	rec.PipelineSource = c.Text("pipeline_source")
-	rec.UserLogin = c.Text("user_login")
 }

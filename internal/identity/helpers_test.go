@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ferry-broker/ferry/internal/devissuer"
+	"github.com/ferry-broker/ferry/internal/registry"
 )
 
 // clock is a settable time source, so refresh rate limits and token times
@@ -68,6 +69,9 @@ func newEnv(t testing.TB, opts Options) *env {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Claims == nil {
+		opts.Claims = registry.Platforms()
 	}
 	pool, err := NewPool([]IssuerConfig{
 		{Name: "github", IssuerURL: e.github.URL(), Audiences: []string{"ferry"}},

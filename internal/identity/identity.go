@@ -51,6 +51,16 @@ type Options struct {
 	MinRefresh time.Duration
 	// Logger receives key refresh failures; slog.Default() when nil.
 	Logger *slog.Logger
+	// Claims are the CI platforms' rules for their claims' types (a
+	// repository must be a string, a run id an integer): a token that
+	// breaks them is refused. nil checks the JWT's own claims only.
+	Claims ClaimRules
+}
+
+// ClaimRules check a verified token's claims beyond the JWT's own;
+// platform.Set is the broker's.
+type ClaimRules interface {
+	Check(c *claims.Set) error
 }
 
 // The defaults and bounds of Options.
@@ -85,6 +95,7 @@ type Pool struct {
 	leeway   time.Duration
 	maxBytes int
 	now      func() time.Time
+	rules    ClaimRules
 }
 
 type issuer struct {
@@ -112,6 +123,7 @@ func NewPool(cfgs []IssuerConfig, opts Options) (*Pool, error) {
 		leeway:   opts.Leeway,
 		maxBytes: opts.MaxTokenBytes,
 		now:      opts.Now,
+		rules:    opts.Claims,
 	}
 	names := make(map[string]bool, len(cfgs))
 	var errs []error
@@ -274,6 +286,9 @@ func (p *Pool) Verify(ctx context.Context, raw string) (*Identity, error) {
 	}
 
 	set, err := claims.Parse(res.payload)
+	if err == nil && p.rules != nil {
+		err = p.rules.Check(set)
+	}
 	if err != nil {
 		return nil, &TokenError{Reason: "token claims: " + err.Error(), Err: err}
 	}

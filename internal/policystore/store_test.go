@@ -15,10 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-broker/ferry/internal/mint/awssts"
+	"github.com/ferry-broker/ferry/internal/registry"
 	"github.com/ferry-broker/ferry/internal/trust"
 )
 
-var opts = trust.LoadOptions{Issuers: []string{"github", "gitlab"}}
+var opts = trust.LoadOptions{Issuers: []string{"github", "gitlab"}, Kinds: registry.Kinds(), Platforms: registry.Platforms()}
 
 // awsPolicy is a valid policy granting role in account 123456789012.
 func awsPolicy(name, role string) string {
@@ -81,10 +83,11 @@ func roleOf(t *testing.T, set *trust.Set, name string) string {
 	if !ok {
 		t.Fatalf("policy %q is not in the set", name)
 	}
-	if p.Grant.AWS == nil {
-		t.Fatalf("policy %q has a %s grant, want aws", name, p.Grant.Type())
+	g, ok := p.Grant.(*awssts.Spec)
+	if !ok {
+		t.Fatalf("policy %q has a %s grant, want aws", name, p.Grant.Kind())
 	}
-	return p.Grant.AWS.RoleARN
+	return g.RoleARN
 }
 
 // logBuffer is a slog handler's destination that tests can read while
@@ -588,7 +591,7 @@ func TestWatchReloadsOnInterval(t *testing.T) {
 	write(t, dir, "deploy.yaml", awsPolicy("deploy", "v2"))
 	eventually(t, "the interval reload to install the fix", func() bool {
 		p, ok := s.Current().Lookup("deploy")
-		return ok && p.Grant.AWS.RoleARN == "arn:aws:iam::123456789012:role/v2"
+		return ok && p.Grant.(*awssts.Spec).RoleARN == "arn:aws:iam::123456789012:role/v2"
 	})
 	stop() // fails the test unless Watch returns once ctx ends
 }
@@ -642,7 +645,7 @@ func TestConcurrentReadsDuringReloads(t *testing.T) {
 			for ctx.Err() == nil {
 				set := s.Current()
 				p, ok := set.Lookup("deploy")
-				if !ok || !strings.HasPrefix(p.Grant.AWS.RoleARN, "arn:aws:iam::123456789012:role/v") || !s.Known("deploy") {
+				if !ok || !strings.HasPrefix(p.Grant.(*awssts.Spec).RoleARN, "arn:aws:iam::123456789012:role/v") || !s.Known("deploy") {
 					errs <- fmt.Sprintf("reader saw a set without the deploy policy (%d policies)", set.Len())
 					return
 				}

@@ -2,6 +2,7 @@ package trust
 
 import (
 	"encoding/json"
+	"github.com/ferry-broker/ferry/internal/yamlpos"
 	"reflect"
 	"strings"
 	"testing"
@@ -153,8 +154,8 @@ func TestFormatDuration(t *testing.T) {
 	for d, want := range map[time.Duration]string{
 		15 * time.Minute: "15m", time.Hour: "1h", 12 * time.Hour: "12h", 90 * time.Minute: "1h30m", 90 * time.Second: "1m30s",
 	} {
-		if got := FormatDuration(d); got != want {
-			t.Errorf("FormatDuration(%v) = %q, want %q", d, got, want)
+		if got := yamlpos.FormatDuration(d); got != want {
+			t.Errorf("yamlpos.FormatDuration(%v) = %q, want %q", d, got, want)
 		}
 	}
 }

@@ -57,17 +57,18 @@ func FuzzLoadFiles(f *testing.F) {
 			t.Fatalf("one file loaded as %d policies", set.Len())
 		}
 		p := set.Policies()[0]
-		if !pinsIdentity(p.match) {
+		if !newFileParser("fuzz.yaml", testIssuers).pinsIdentity(p.match) {
 			t.Fatalf("policy %q loaded without pinning an identity", p.Name)
 		}
-		if p.Grant.Type() == "" {
+		if p.Grant == nil || p.Grant.Kind() == "" {
 			t.Fatalf("policy %q loaded without a grant", p.Name)
 		}
 		for _, tok := range tokens {
 			c := sampleClaims(t, tok, nil)
 			d := set.Authorize(p.Issuer, p.Name, c)
-			if set.Decide(p.Issuer, p.Name, c).Allowed && !d.Allowed {
-				t.Fatal("Decide allowed what Authorize refused")
+			dec := set.Decide(p.Issuer, p.Name, c)
+			if dec.Allowed && (!d.Allowed || dec.Grant == nil) {
+				t.Fatal("Decide allowed what Authorize refused, or allowed without a grant")
 			}
 			checks := p.Explain(p.Issuer, c)
 			allPassed := true

@@ -10,10 +10,11 @@ import (
 
 	"github.com/ferry-broker/ferry/internal/claims"
 	"github.com/ferry-broker/ferry/internal/devissuer"
+	"github.com/ferry-broker/ferry/internal/registry"
 )
 
 // testIssuers are the issuer names the example policies and the demo use.
-var testIssuers = LoadOptions{Issuers: []string{"github", "gitlab"}}
+var testIssuers = LoadOptions{Issuers: []string{"github", "gitlab"}, Kinds: registry.Kinds(), Platforms: registry.Platforms()}
 
 // mustLoad compiles policies from in-memory files, failing the test on any
 // problem.
@@ -87,6 +88,9 @@ func sampleClaims(t testing.TB, name string, edits map[string]any) *claims.Set {
 		}
 	}
 	c, err := claims.FromMap(m)
+	if err == nil {
+		err = registry.Platforms().Check(c)
+	}
 	if err != nil {
 		t.Fatalf("claims %s: %v", name, err)
 	}

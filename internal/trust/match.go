@@ -200,50 +200,28 @@ func compileRegex(expr string) (*regexp.Regexp, error) {
 	return regexp.Compile(`^(?:` + expr + `)$`)
 }
 
-// identityKeys are the claims that say which repository or project a
-// token came from. A policy must pin at least one of them.
-var identityKeys = map[string]bool{
-	"repository": true, "repository_id": true, "repository_owner": true, "repository_owner_id": true,
-	"project_path": true, "project_id": true, "namespace_path": true, "namespace_id": true,
-	"sub": true,
-}
-
-// pathIdentityKeys hold OWNER/NAME paths, where a pattern whose literal
-// prefix names the owner still pins it.
-var pathIdentityKeys = map[string]bool{
-	"repository": true, "project_path": true, "namespace_path": true, "sub": true,
-}
-
-const identityKeyList = "repository, repository_id, repository_owner, repository_owner_id, project_path, project_id, namespace_path, namespace_id or sub"
-
 // pins reports whether the condition binds the token to a known
-// repository or project owner (see the package documentation).
-func (c *condition) pins() bool {
-	if !identityKeys[c.claim] {
-		return false
-	}
+// repository or project owner, given whether its claim is an OWNER/NAME
+// path (see the package documentation).
+func (c *condition) pins(path bool) bool {
 	for _, a := range c.alts {
-		if !c.altPins(a) {
+		if !altPins(a, path) {
 			return false
 		}
 	}
 	return true
 }
 
-func (c *condition) altPins(a alt) bool {
-	var prefix string
+func altPins(a alt, path bool) bool {
 	switch a.kind {
 	case altExact:
 		return a.text != ""
 	case altGlob:
-		prefix = a.text[:strings.IndexAny(a.text, "*?")]
+		return path && ownerBounded(a.text[:strings.IndexAny(a.text, "*?")])
 	case altRegex:
-		if !pathIdentityKeys[c.claim] {
-			return false
-		}
-		return regexPins(a.text)
+		return path && regexPins(a.text)
 	}
-	return pathIdentityKeys[c.claim] && ownerBounded(prefix)
+	return false
 }
 
 // ownerBounded reports whether a literal prefix holds a whole, non-empty

@@ -6,17 +6,20 @@ import (
 	"strings"
 
 	"github.com/ferry-broker/ferry/internal/claims"
+	"github.com/ferry-broker/ferry/internal/grant"
+	"github.com/ferry-broker/ferry/internal/platform"
 )
 
 // Set is a compiled, validated collection of policies. It is immutable
 // once built and safe for concurrent use; a reload builds a new Set.
 type Set struct {
-	byName map[string]*Policy
-	sorted []*Policy
+	byName    map[string]*Policy
+	sorted    []*Policy
+	platforms platform.Set
 }
 
-func newSet(byName map[string]*Policy) *Set {
-	s := &Set{byName: byName, sorted: make([]*Policy, 0, len(byName))}
+func newSet(byName map[string]*Policy, platforms platform.Set) *Set {
+	s := &Set{byName: byName, sorted: make([]*Policy, 0, len(byName)), platforms: platforms}
 	for _, p := range byName {
 		s.sorted = append(s.sorted, p)
 	}
@@ -59,6 +62,9 @@ type Decision struct {
 	// Reason tells a pipeline owner what decided, naming the claim and the
 	// value wanted. Claim values are quoted and cut short.
 	Reason string
+	// Grant is what to mint, its templates filled in from the token: set
+	// by Decide when the request is allowed.
+	Grant grant.Spec
 }
 
 // Rules that are not a policy key.
@@ -99,6 +105,23 @@ func (p *Policy) authorize(issuer string, c *claims.Set) Decision {
 		}
 	}
 	return Decision{Allowed: true, Policy: p, Rule: RuleAllowed, Reason: p.allowReason}
+}
+
+// Decide is what the broker does before it mints, and what `ferry policy
+// test` and `ferry policy explain` report: Authorize, then, when that
+// allows, Render. A template that cannot be filled in is a denial by rule
+// "grant".
+func (s *Set) Decide(issuer, policy string, c *claims.Set) Decision {
+	d := s.Authorize(issuer, policy, c)
+	if !d.Allowed {
+		return d
+	}
+	g, err := d.Policy.Render(c)
+	if err != nil {
+		return Decision{Policy: d.Policy, Rule: RuleGrant, Reason: err.Error()}
+	}
+	d.Grant = g
+	return d
 }
 
 // Check is one condition of a policy evaluated against a token, for
@@ -151,7 +174,7 @@ func (p *Policy) Explain(issuer string, c *claims.Set) []Check {
 	if err != nil {
 		gc.Detail = err.Error()
 	} else {
-		gc.Detail = describeGrant(g)
+		gc.Detail = g.Describe()
 	}
 	return append(checks, gc)
 }
@@ -177,22 +200,4 @@ func denyMiss(d *denyBlock, c *claims.Set) string {
 		return fmt.Sprintf("%s = %s", cond.claim, claims.Describe(v.Text))
 	}
 	return ""
-}
-
-// describeGrant says what the grant would mint.
-func describeGrant(g Grant) string {
-	d := FormatDuration(g.MaxDuration())
-	switch {
-	case g.AWS != nil:
-		s := fmt.Sprintf("would assume AWS role %s for up to %s", g.AWS.RoleARN, d)
-		if g.AWS.SessionPolicy != "" {
-			s += " with session policy " + g.AWS.SessionPolicy
-		}
-		return s
-	case g.GCP != nil:
-		return fmt.Sprintf("would mint a GCP access token for %s for up to %s", g.GCP.ServiceAccount, d)
-	case g.Token != nil:
-		return fmt.Sprintf("would sign a token for audience %s for up to %s", g.Token.Audience, d)
-	}
-	return "no grant"
 }

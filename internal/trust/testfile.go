@@ -4,8 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -50,31 +51,17 @@ type TestResult struct {
 // files that cannot be run are reported as a *LoadError; the results of the
 // others are returned all the same.
 func RunTests(dir string, set *Set) ([]TestResult, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, &LoadError{Problems: []Problem{{File: dir, Message: fmt.Sprintf("read policy directory: %v", pathErr(err))}}}
-	}
-	var (
-		results  []TestResult
-		problems []Problem
-	)
-	for _, e := range entries {
-		if e.IsDir() || !isTestFile(e.Name()) || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		path := filepath.Join(dir, e.Name())
-		data, err := os.ReadFile(path)
-		if err != nil {
-			problems = append(problems, Problem{File: path, Message: fmt.Sprintf("read test file: %v", pathErr(err))})
-			continue
-		}
-		rs, ps := runTestFile(path, data, set)
+	files, problems := readDir(dir, func(name string) bool {
+		return isTestFile(name) && !strings.HasPrefix(name, ".")
+	}, "read test file")
+	var results []TestResult
+	for _, path := range slices.Sorted(maps.Keys(files)) {
+		rs, ps := runTestFile(path, files[path], set)
 		results = append(results, rs...)
 		problems = append(problems, ps...)
 	}
 	if len(problems) > 0 {
-		sortProblems(problems)
-		return results, &LoadError{Problems: problems}
+		return results, loadError(problems)
 	}
 	return results, nil
 }
@@ -92,48 +79,46 @@ type testCase struct {
 // runTestFile parses a whole test file first and runs it only if it has no
 // problems, so a half-broken file never reports half its cases as passing.
 func runTestFile(path string, data []byte, set *Set) ([]TestResult, []Problem) {
-	fp := &fileParser{file: path}
-	top := parseDocument(data, func(line, col int, msg string) {
-		fp.problems = append(fp.problems, Problem{File: path, Line: line, Col: col, Message: msg})
-	})
+	fp := newFileParser(path, LoadOptions{Platforms: set.platforms})
+	top := fp.document(data)
 	if top == nil {
-		return nil, fp.problems
+		return nil, fp.Problems()
 	}
-	f, _ := fp.fields(top, "the test file", "policy", "claims", "cases")
+	f, _ := fp.Fields(top, "the test file", "policy", "claims", "cases")
 	if f == nil {
-		return nil, fp.problems
+		return nil, fp.Problems()
 	}
 
 	pol := policyForTestFile(path, set)
 	if e, ok := f["policy"]; ok {
-		if name, ok := fp.str(e.val, "policy"); ok {
+		if name, ok := fp.Str(e.Val, "policy"); ok {
 			if pol, ok = set.Lookup(name); !ok {
-				fp.errorf(e.val, "policy %q is not loaded (a policy with problems is not loaded either)", name)
+				fp.Errorf(e.Val, "policy %q is not loaded (a policy with problems is not loaded either)", name)
 			}
 		}
 	} else if pol == nil {
-		fp.errorf(top, "no policy for this test file: add %s or set policy: NAME", testBase(path)+".yaml")
+		fp.Errorf(top, "no policy for this test file: add %s or set policy: NAME", testBase(path)+".yaml")
 	}
 
 	base := map[string]any{}
 	if e, ok := f["claims"]; ok {
-		fp.claimMap(e.val, "claims", base)
+		fp.claimMap(e.Val, "claims", base)
 	}
 
 	var cases []testCase
 	if e, ok := f["cases"]; !ok {
-		fp.errorf(top, "cases is required: a list of {name, claims, expect}")
-	} else if e.val.Kind != yaml.SequenceNode || len(e.val.Content) == 0 {
-		fp.errorf(e.val, "cases must be a non-empty list of {name, claims, expect}")
+		fp.Errorf(top, "cases is required: a list of {name, claims, expect}")
+	} else if e.Val.Kind != yaml.SequenceNode || len(e.Val.Content) == 0 {
+		fp.Errorf(e.Val, "cases must be a non-empty list of {name, claims, expect}")
 	} else {
-		for i, cn := range e.val.Content {
+		for i, cn := range e.Val.Content {
 			if tc, ok := fp.testCase(cn, i, base, pol); ok {
 				cases = append(cases, tc)
 			}
 		}
 	}
-	if len(fp.problems) > 0 || pol == nil {
-		return nil, fp.problems
+	if fp.Count() > 0 || pol == nil {
+		return nil, fp.Problems()
 	}
 
 	results := make([]TestResult, 0, len(cases))
@@ -188,56 +173,42 @@ func ruleMatches(want, got string) bool {
 	return want == got || strings.HasPrefix(got, want+".")
 }
 
-// Decide is Authorize followed, when that allows, by Render: what the
-// exchange does before it mints. A template that cannot be filled in is a
-// denial by rule "grant".
-func (s *Set) Decide(issuer, policy string, c *claims.Set) Decision {
-	d := s.Authorize(issuer, policy, c)
-	if !d.Allowed {
-		return d
-	}
-	if _, err := d.Policy.Render(c); err != nil {
-		return Decision{Policy: d.Policy, Rule: RuleGrant, Reason: err.Error()}
-	}
-	return d
-}
-
 func (fp *fileParser) testCase(n *yaml.Node, i int, base map[string]any, pol *Policy) (testCase, bool) {
 	what := fmt.Sprintf("cases[%d]", i)
-	before := len(fp.problems)
-	f, _ := fp.fields(n, what, "name", "issuer", "claims", "expect", "rule")
+	before := fp.Count()
+	f, _ := fp.Fields(n, what, "name", "issuer", "claims", "expect", "rule")
 	if f == nil {
 		return testCase{}, false
 	}
 	tc := testCase{node: n}
 	if e, ok := f["name"]; ok {
-		tc.name, _ = fp.str(e.val, what+".name")
+		tc.name, _ = fp.Str(e.Val, what+".name")
 	} else {
-		fp.errorf(n, "%s.name is required: say what the case shows", what)
+		fp.Errorf(n, "%s.name is required: say what the case shows", what)
 	}
 	if pol != nil {
 		tc.issuer = pol.Issuer
 	}
 	if e, ok := f["issuer"]; ok {
-		tc.issuer, _ = fp.str(e.val, what+".issuer")
+		tc.issuer, _ = fp.Str(e.Val, what+".issuer")
 	}
 	if e, ok := f["expect"]; !ok {
-		fp.errorf(n, "%s.expect is required: allow or deny", what)
-	} else if s, ok := fp.str(e.val, what+".expect"); ok {
+		fp.Errorf(n, "%s.expect is required: allow or deny", what)
+	} else if s, ok := fp.Str(e.Val, what+".expect"); ok {
 		if s != "allow" && s != "deny" {
-			fp.errorf(e.val, "%s.expect %q must be allow or deny", what, s)
+			fp.Errorf(e.Val, "%s.expect %q must be allow or deny", what, s)
 		}
 		tc.expect = s
 	}
 	if e, ok := f["rule"]; ok {
-		tc.rule, _ = fp.str(e.val, what+".rule")
+		tc.rule, _ = fp.Str(e.Val, what+".rule")
 	}
 	raw := make(map[string]any, len(base))
 	for k, v := range base {
 		raw[k] = v
 	}
 	if e, ok := f["claims"]; ok {
-		fp.claimMap(e.val, what+".claims", raw)
+		fp.claimMap(e.Val, what+".claims", raw)
 	}
 	for k, v := range raw {
 		if v == nil {
@@ -245,24 +216,27 @@ func (fp *fileParser) testCase(n *yaml.Node, i int, base map[string]any, pol *Po
 		}
 	}
 	cs, err := claims.FromMap(raw)
+	if err == nil {
+		err = fp.opts.Platforms.Check(cs)
+	}
 	if err != nil {
-		fp.errorf(n, "%s.claims: %v", what, err)
+		fp.Errorf(n, "%s.claims: %v", what, err)
 	}
 	tc.claims = cs
-	return tc, len(fp.problems) == before
+	return tc, fp.Count() == before
 }
 
 // claimMap merges a YAML mapping of claims into into; a null value marks
 // the claim for removal.
 func (fp *fileParser) claimMap(n *yaml.Node, what string, into map[string]any) {
-	ps, _ := fp.pairs(n, what)
+	ps, _ := fp.Pairs(n, what)
 	for _, p := range ps {
-		v, err := yamlToAny(p.val)
+		v, err := yamlToAny(p.Val)
 		if err != nil {
-			fp.errorf(p.val, "%s.%s: %v", what, p.key.Value, err)
+			fp.Errorf(p.Val, "%s.%s: %v", what, p.Key.Value, err)
 			continue
 		}
-		into[p.key.Value] = v
+		into[p.Key.Value] = v
 	}
 }
 

@@ -3,6 +3,7 @@
 package urlcheck
 
 import (
+	"errors"
 	"net"
 	"net/url"
 )
@@ -27,4 +28,20 @@ func Secure(u *url.URL) bool {
 		return Loopback(u.Hostname())
 	}
 	return false
+}
+
+// Endpoint checks raw as a URL Ferry fetches keys from or names as an
+// issuer: absolute, with no user information (a password must not sit in
+// config or a discovery document), query or fragment, and Secure. The
+// error says what is wrong without repeating raw: callers quote it as
+// they show values.
+func Endpoint(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return errors.New("is not an absolute URL without user information, query or fragment")
+	}
+	if !Secure(u) {
+		return errors.New("must use https (plain http is allowed on loopback only)")
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package urlcheck
 
 import (
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -32,6 +33,34 @@ func TestSecure(t *testing.T) {
 		}
 		if got := Secure(u); got != tt.want {
 			t.Errorf("Secure(%s) = %v, want %v", tt.raw, got, tt.want)
+		}
+	}
+}
+
+func TestEndpointRefusesWhatAKeyURLMustNotHold(t *testing.T) {
+	tests := []struct {
+		raw  string
+		want string // "" when accepted
+	}{
+		{"https://token.actions.githubusercontent.com", ""},
+		{"https://gitlab.example.com/oauth/discovery/keys", ""},
+		{"http://127.0.0.1:9000", ""},
+		{"https://user:secret@issuer.example.com", "without user information"},
+		{"https://issuer.example.com/?tenant=x", "without user information, query"},
+		{"https://issuer.example.com/#frag", "fragment"},
+		{"/relative/path", "absolute"},
+		{"http://issuer.example.com", "must use https"},
+		{"::not a url", "absolute"},
+	}
+	for _, tt := range tests {
+		err := Endpoint(tt.raw)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("Endpoint(%q) = %v, want nil", tt.raw, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("Endpoint(%q) = %v, want an error saying %q", tt.raw, err, tt.want)
+		case err != nil && strings.Contains(err.Error(), "secret"):
+			t.Errorf("Endpoint(%q) repeats the URL: %v", tt.raw, err)
 		}
 	}
 }

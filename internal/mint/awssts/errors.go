@@ -8,6 +8,8 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/ferry-broker/ferry/internal/grant"
+
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
@@ -127,3 +129,38 @@ func clean(s string) string {
 }
 
 func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
+
+// throttlingCodes are STS's answers that mean "too many requests, try
+// again", as the AWS SDK's own retryer reads them.
+var throttlingCodes = map[string]bool{
+	"Throttling": true, "ThrottlingException": true, "ThrottledException": true, "RequestThrottledException": true,
+	"TooManyRequestsException": true, "RequestLimitExceeded": true, "SlowDown": true, "PriorRequestNotComplete": true,
+	"ServiceUnavailable": true, "InternalFailure": true, "InternalError": true,
+}
+
+// asGrantError turns what AssumeRole returned into the grant seam's error
+// types. STS's own code and message are kept for the caller; a failure to
+// reach STS is said in words, the address it tried staying in Err for the
+// server's log, since in production it is an internal endpoint.
+func asGrantError(err error) error {
+	var ue *UpstreamError
+	if !errors.As(err, &ue) {
+		return err // a *grant.BadGrantError, or a bug: left as is
+	}
+	out := &grant.UpstreamError{Provider: "AWS STS", Code: ue.Code, Err: err}
+	switch {
+	case ue.Code != "":
+		out.Message = ue.Message
+		out.Transient = throttlingCodes[ue.Code] || ue.StatusCode >= 500
+	case ue.StatusCode != 0:
+		out.Message = fmt.Sprintf("HTTP %d with a response the AWS SDK could not read", ue.StatusCode)
+		out.Transient = ue.StatusCode >= 500 || ue.StatusCode == 429
+	case ue.Timeout():
+		out.Message, out.Transient = "did not answer in time", true
+	case errors.Is(err, context.Canceled):
+		out.Message = "request canceled"
+	default:
+		out.Message, out.Transient = "could not be reached", true
+	}
+	return out
+}

@@ -21,14 +21,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/arn"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/aws-sdk-go-v2/service/sts/types"
+
+	"github.com/ferry-broker/ferry/internal/grant"
 )
 
 // Duration bounds of AssumeRole. Two AWS limits are lower than MaxDuration
@@ -44,12 +44,6 @@ const (
 // defaultRegion is used when the SDK finds none: STS is a global service and
 // the SDK needs some region to pick an endpoint.
 const defaultRegion = "us-east-1"
-
-// ErrInvalidRequest is wrapped by every error AssumeRole returns for a
-// Request it refuses before calling STS (empty or malformed role ARN, no
-// session name, duration over 12h, session policy that is not JSON). These
-// are bugs or bad policy data, never the pipeline's fault.
-var ErrInvalidRequest = errors.New("invalid AWS mint request")
 
 // Minter assumes IAM roles through STS. It is safe for concurrent use.
 type Minter struct {
@@ -125,9 +119,10 @@ type Credentials struct {
 
 // AssumeRole calls sts:AssumeRole for req, with sts:TagSession and
 // sts:SetSourceIdentity implied when tags or a source identity are sent (the
-// role's trust policy must allow them). Errors wrap ErrInvalidRequest when
-// req is refused before any call, and are *UpstreamError when STS refuses
-// or cannot be reached; ctx bounds the whole call, retries included.
+// role's trust policy must allow them). An error is a *grant.BadGrantError
+// when req is refused before any call (bad policy data, never the
+// pipeline's fault), and an *UpstreamError when STS refuses or cannot be
+// reached; ctx bounds the whole call, retries included.
 func (m *Minter) AssumeRole(ctx context.Context, req Request) (*Credentials, error) {
 	in, err := assumeRoleInput(req)
 	if err != nil {
@@ -162,11 +157,11 @@ func assumeRoleInput(req Request) (*sts.AssumeRoleInput, error) {
 		return nil, err
 	}
 	if req.SessionName == "" {
-		return nil, fmt.Errorf("%w: no session name", ErrInvalidRequest)
+		return nil, badGrant("session_name", "no session name")
 	}
 	d := max(req.Duration, MinDuration)
 	if d > MaxDuration {
-		return nil, fmt.Errorf("%w: duration %s is over STS's maximum of %s", ErrInvalidRequest, req.Duration, MaxDuration)
+		return nil, badGrant("duration", fmt.Sprintf("%s is over STS's maximum of %s", req.Duration, MaxDuration))
 	}
 	in := &sts.AssumeRoleInput{
 		RoleArn:         aws.String(req.RoleARN),
@@ -176,7 +171,7 @@ func assumeRoleInput(req Request) (*sts.AssumeRoleInput, error) {
 	if req.SessionPolicy != "" {
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, []byte(req.SessionPolicy)); err != nil {
-			return nil, fmt.Errorf("%w: session policy is not valid JSON: %v", ErrInvalidRequest, err)
+			return nil, badGrant("session_policy", fmt.Sprintf("not valid JSON: %v", err))
 		}
 		in.Policy = aws.String(buf.String())
 	}
@@ -193,16 +188,16 @@ func assumeRoleInput(req Request) (*sts.AssumeRoleInput, error) {
 // policy typo reads as such rather than as an AWS error.
 func checkRoleARN(s string) error {
 	if s == "" {
-		return fmt.Errorf("%w: no role ARN", ErrInvalidRequest)
+		return badGrant("role_arn", "no role ARN")
 	}
-	a, err := arn.Parse(s)
-	if err != nil {
-		return fmt.Errorf("%w: role ARN %q: %v", ErrInvalidRequest, s, err)
-	}
-	if a.Service != "iam" || !strings.HasPrefix(a.Resource, "role/") || len(a.Resource) == len("role/") {
-		return fmt.Errorf("%w: %q is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)", ErrInvalidRequest, s)
+	if !ValidRoleARN(s) {
+		return badGrant("role_arn", fmt.Sprintf("%q is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)", s))
 	}
 	return nil
+}
+
+func badGrant(field, reason string) *grant.BadGrantError {
+	return &grant.BadGrantError{Kind: KindName, Field: field, Reason: reason}
 }
 
 // credentialProcessOutput is the JSON an AWS SDK or CLI expects from a

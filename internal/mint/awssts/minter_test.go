@@ -20,6 +20,7 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/middleware"
 
+	"github.com/ferry-broker/ferry/internal/grant"
 	"github.com/ferry-broker/ferry/internal/mint/awssts"
 	"github.com/ferry-broker/ferry/internal/testsupport/moto"
 )
@@ -265,7 +266,7 @@ func TestPrintingOrLoggingCredentialsHidesTheSecrets(t *testing.T) {
 func TestAssumeRoleRefusesBadRequestsWithoutCallingSTS(t *testing.T) {
 	t.Parallel()
 	// Nothing listens here: a request that wrongly reached STS would fail with
-	// an *UpstreamError instead of ErrInvalidRequest.
+	// an *UpstreamError instead of a *grant.BadGrantError.
 	minter := awssts.NewFromConfig(endpointConfig(closedPort(t)))
 	valid := awssts.Request{RoleARN: roleARN, Duration: time.Hour, SessionName: "s"}
 	tests := []struct {
@@ -286,8 +287,9 @@ func TestAssumeRoleRefusesBadRequestsWithoutCallingSTS(t *testing.T) {
 			req := valid
 			tt.change(&req)
 			creds, err := minter.AssumeRole(context.Background(), req)
-			if !errors.Is(err, awssts.ErrInvalidRequest) {
-				t.Fatalf("AssumeRole = %v, %v; want an error wrapping ErrInvalidRequest", creds, err)
+			var bad *grant.BadGrantError
+			if !errors.As(err, &bad) || bad.Kind != "aws" {
+				t.Fatalf("AssumeRole = %v, %v; want a *grant.BadGrantError of kind aws", creds, err)
 			}
 			var upstream *awssts.UpstreamError
 			if errors.As(err, &upstream) {

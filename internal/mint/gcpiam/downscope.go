@@ -15,13 +15,16 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
+// downscopeOp begins the Op of every downscoping error.
+const downscopeOp = "downscope access token for "
+
 // maxSTSBody bounds what is read of an STS answer; real ones are under 4 KiB.
 const maxSTSBody = 1 << 20
 
 // downscopeToken exchanges root for a token limited to rules, through
 // golang.org/x/oauth2/google/downscope and Google's STS.
 func (m *Minter) downscopeToken(ctx context.Context, root *Token, rules []BoundaryRule) (*Token, error) {
-	op := "downscope access token for " + root.ServiceAccount
+	op := downscopeOp + root.ServiceAccount
 	abr := make([]downscope.AccessBoundaryRule, len(rules))
 	for i, r := range rules {
 		abr[i] = downscope.AccessBoundaryRule{
@@ -52,7 +55,7 @@ func (m *Minter) downscopeToken(ctx context.Context, root *Token, rules []Bounda
 		UniverseDomain: m.downscope.UniverseDomain,
 	})
 	if err != nil {
-		return nil, &RequestError{Field: "access_boundary", Reason: err.Error()}
+		return nil, badGrant("access_boundary", err.Error())
 	}
 	tok, err := src.Token()
 	if err != nil {

@@ -21,6 +21,8 @@ import (
 	"google.golang.org/api/option"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/ferry-broker/ferry/internal/grant"
 )
 
 // Lifetime bounds of a minted token. Google refuses more than one hour unless
@@ -134,19 +136,15 @@ type Token struct {
 	ServiceAccount string
 }
 
-// RequestError says a Request was refused before anything was sent to
-// Google: the fault is in the grant, not upstream.
-type RequestError struct {
-	Field  string
-	Reason string
-}
-
-func (e *RequestError) Error() string {
-	return "gcp access token request: " + e.Field + ": " + e.Reason
+// badGrant says a Request was refused before anything was sent to Google:
+// the fault is in the grant, not upstream.
+func badGrant(field, reason string) *grant.BadGrantError {
+	return &grant.BadGrantError{Kind: KindName, Field: field, Reason: reason}
 }
 
 // GenerateAccessToken mints a token for req.ServiceAccount, downscoped when
-// req.AccessBoundary has rules. Failures from Google are *UpstreamError.
+// req.AccessBoundary has rules. Failures from Google are *UpstreamError; a
+// request refused before any call is a *grant.BadGrantError.
 func (m *Minter) GenerateAccessToken(ctx context.Context, req Request) (*Token, error) {
 	if err := validateRequest(req); err != nil {
 		return nil, err
@@ -189,23 +187,23 @@ func (m *Minter) GenerateAccessToken(ctx context.Context, req Request) (*Token, 
 
 func validateRequest(req Request) error {
 	if err := ValidateServiceAccount(req.ServiceAccount); err != nil {
-		return &RequestError{Field: "service_account", Reason: err.Error()}
+		return badGrant("service_account", err.Error())
 	}
 	for _, d := range req.Delegates {
 		if err := ValidateServiceAccount(d); err != nil {
-			return &RequestError{Field: "delegates", Reason: err.Error()}
+			return badGrant("delegates", err.Error())
 		}
 	}
 	for _, s := range req.Scopes {
 		if s == "" || strings.IndexFunc(s, isSpaceOrControl) >= 0 {
-			return &RequestError{Field: "scopes", Reason: fmt.Sprintf("%q is not a scope", s)}
+			return badGrant("scopes", fmt.Sprintf("%q is not a scope", s))
 		}
 	}
 	if req.Lifetime < MinLifetime || req.Lifetime > MaxLifetime {
-		return &RequestError{Field: "lifetime", Reason: fmt.Sprintf("%s is outside %s..%s", req.Lifetime, MinLifetime, MaxLifetime)}
+		return badGrant("lifetime", fmt.Sprintf("%s is outside %s..%s", req.Lifetime, MinLifetime, MaxLifetime))
 	}
 	if err := ValidateAccessBoundary(req.AccessBoundary); err != nil {
-		return &RequestError{Field: "access_boundary", Reason: err.Error()}
+		return badGrant("access_boundary", err.Error())
 	}
 	return nil
 }
@@ -224,7 +222,7 @@ func ValidateAccessBoundary(rules []BoundaryRule) error {
 			return fmt.Errorf("rule %d: available_permissions is empty", i+1)
 		}
 		for _, p := range r.AvailablePermissions {
-			if !strings.HasPrefix(p, "inRole:") || len(p) == len("inRole:") {
+			if !validPermission(p) {
 				return fmt.Errorf("rule %d: permission %q must look like inRole:roles/NAME", i+1, p)
 			}
 		}
@@ -233,6 +231,12 @@ func ValidateAccessBoundary(rules []BoundaryRule) error {
 		}
 	}
 	return nil
+}
+
+// validPermission is the shape of an access boundary permission: a role,
+// inRole:ROLE.
+func validPermission(p string) bool {
+	return strings.HasPrefix(p, "inRole:") && len(p) > len("inRole:")
 }
 
 // ValidateServiceAccount checks that email is a service account email

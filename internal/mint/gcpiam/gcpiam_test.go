@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/ferry-broker/ferry/internal/grant"
 	"github.com/ferry-broker/ferry/internal/mint/gcpiam"
 	"github.com/ferry-broker/ferry/internal/testsupport/gcpfake"
 )
@@ -268,9 +269,9 @@ func TestGenerateAccessTokenRefusesABadRequestWithoutCallingGoogle(t *testing.T)
 	for _, tt := range tests {
 		t.Run(tt.name+" is refused", func(t *testing.T) {
 			_, err := m.GenerateAccessToken(context.Background(), tt.req)
-			var re *gcpiam.RequestError
-			if !errors.As(err, &re) {
-				t.Fatalf("err = %v (%T), want *gcpiam.RequestError", err, err)
+			var re *grant.BadGrantError
+			if !errors.As(err, &re) || re.Kind != "gcp" {
+				t.Fatalf("err = %v (%T), want a *grant.BadGrantError of kind gcp", err, err)
 			}
 			if re.Field != tt.wantField {
 				t.Errorf("field = %q, want %q (%v)", re.Field, tt.wantField, err)

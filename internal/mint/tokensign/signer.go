@@ -15,6 +15,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/ferry-broker/ferry/internal/grant"
 	"github.com/ferry-broker/ferry/internal/urlcheck"
 )
 
@@ -172,14 +173,9 @@ type Token struct {
 	ExpiresAt time.Time
 }
 
-// RequestError says why a Request cannot be signed; nothing was signed.
-type RequestError struct {
-	Field  string
-	Reason string
-}
-
-func (e *RequestError) Error() string {
-	return "sign token: " + e.Field + ": " + e.Reason
+// badGrant says why a Request cannot be signed; nothing was signed.
+func badGrant(field, reason string) *grant.BadGrantError {
+	return &grant.BadGrantError{Kind: KindName, Field: field, Reason: reason}
 }
 
 // Sign issues a token with iss, sub, aud, iat, nbf (= iat), exp and a unique
@@ -231,25 +227,25 @@ func (s *Signer) Sign(ctx context.Context, req Request) (*Token, error) {
 
 func validateRequest(req Request) error {
 	if req.Audience == "" {
-		return &RequestError{Field: "audience", Reason: "is empty"}
+		return badGrant("audience", "is empty")
 	}
 	if req.Subject == "" {
-		return &RequestError{Field: "subject", Reason: "is empty"}
+		return badGrant("subject", "is empty")
 	}
 	if req.Lifetime <= 0 || req.Lifetime > MaxLifetime {
-		return &RequestError{Field: "lifetime", Reason: fmt.Sprintf("%s is outside (0, %s]", req.Lifetime, MaxLifetime)}
+		return badGrant("lifetime", fmt.Sprintf("%s is outside (0, %s]", req.Lifetime, MaxLifetime))
 	}
 	for name := range req.Claims {
 		if name == "" {
-			return &RequestError{Field: "claims", Reason: "a claim has an empty name"}
+			return badGrant("claims", "a claim has an empty name")
 		}
 		// JSON would silently replace invalid UTF-8; a claim must arrive
 		// exactly as the policy meant it or not at all.
 		if !utf8.ValidString(name) || !utf8.ValidString(req.Claims[name]) {
-			return &RequestError{Field: "claims", Reason: fmt.Sprintf("claim %q is not valid UTF-8", name)}
+			return badGrant("claims", fmt.Sprintf("claim %q is not valid UTF-8", name))
 		}
 		if IsRegisteredClaim(name) {
-			return &RequestError{Field: "claims", Reason: fmt.Sprintf("%q is set by Ferry itself and cannot be copied in", name)}
+			return badGrant("claims", fmt.Sprintf("%q is set by Ferry itself and cannot be copied in", name))
 		}
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/ferry-broker/ferry/internal/grant"
 	"github.com/ferry-broker/ferry/internal/mint/tokensign"
 )
 
@@ -181,9 +182,9 @@ func TestSignRefusesRequestsItCannotHonour(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name+" is refused", func(t *testing.T) {
 			tok, err := s.Sign(context.Background(), tt.req)
-			var re *tokensign.RequestError
+			var re *grant.BadGrantError
 			if tok != nil || !errors.As(err, &re) || re.Field != tt.field {
-				t.Fatalf("Sign = %v, %v; want no token and a RequestError on %s", tok, err, tt.field)
+				t.Fatalf("Sign = %v, %v; want no token and a BadGrantError on %s", tok, err, tt.field)
 			}
 		})
 	}

@@ -3,6 +3,10 @@ package trust
 import (
 	"encoding/json"
 	"errors"
+	"github.com/ferry-broker/ferry/internal/claimtmpl"
+	"github.com/ferry-broker/ferry/internal/mint/awssts"
+	"github.com/ferry-broker/ferry/internal/mint/gcpiam"
+	"github.com/ferry-broker/ferry/internal/mint/tokensign"
 	"reflect"
 	"strings"
 	"testing"
@@ -71,11 +75,11 @@ func TestRenderFillsTemplatesIntoTheirFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::artifacts/acme/app/*","arn:aws:s3:::shared/*"],"Condition":{"StringEquals":{"aws:RequestTag/ref":"refs/heads/main"}}}]}`
-	if g.AWS.SessionPolicy != want {
-		t.Errorf("session policy:\n%s\nwant\n%s", g.AWS.SessionPolicy, want)
+	if got := g.(*awssts.Spec).SessionPolicy; got != want {
+		t.Errorf("session policy:\n%s\nwant\n%s", got, want)
 	}
-	if !strings.Contains(aws.Grant.AWS.SessionPolicy, "artifacts/{{ repository }}/*") {
-		t.Errorf("rendering changed the policy's own grant: %s", aws.Grant.AWS.SessionPolicy)
+	if own := aws.Grant.(*awssts.Spec).SessionPolicy; !strings.Contains(own, "artifacts/{{ repository }}/*") {
+		t.Errorf("rendering changed the policy's own grant: %s", own)
 	}
 
 	awsjson, _ := set.Lookup("awsjson")
@@ -83,8 +87,8 @@ func TestRenderFillsTemplatesIntoTheirFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::artifacts/acme/app/*"}]}`; g.AWS.SessionPolicy != want {
-		t.Errorf("session policy from JSON text:\n%s\nwant\n%s", g.AWS.SessionPolicy, want)
+	if want := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::artifacts/acme/app/*"}]}`; g.(*awssts.Spec).SessionPolicy != want {
+		t.Errorf("session policy from JSON text:\n%s\nwant\n%s", g.(*awssts.Spec).SessionPolicy, want)
 	}
 
 	gcp, _ := set.Lookup("gcp")
@@ -92,18 +96,18 @@ func TestRenderFillsTemplatesIntoTheirFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantRules := []AccessBoundaryRule{
+	wantRules := []gcpiam.BoundaryRule{
 		{AvailableResource: "//storage.googleapis.com/projects/_/buckets/acme-deploy",
 			AvailablePermissions: []string{"inRole:roles/storage.objectViewer"},
-			Condition: &BoundaryCondition{Title: "own prefix",
+			Condition: &gcpiam.BoundaryCondition{Title: "own prefix",
 				Expression: `resource.name.startsWith("projects/_/buckets/acme-deploy/objects/acme/app/")`}},
 		{AvailableResource: "//storage.googleapis.com/projects/_/buckets/common",
 			AvailablePermissions: []string{"inRole:roles/storage.objectViewer"}},
 	}
-	if !reflect.DeepEqual(g.GCP.AccessBoundary, wantRules) {
-		t.Errorf("access boundary = %+v", g.GCP.AccessBoundary)
+	if got := g.(*gcpiam.Spec).AccessBoundary; !reflect.DeepEqual(got, wantRules) {
+		t.Errorf("access boundary = %+v", got)
 	}
-	if gcp.Grant.GCP.AccessBoundary[0].Condition.Expression == wantRules[0].Condition.Expression {
+	if gcp.Grant.(*gcpiam.Spec).AccessBoundary[0].Condition.Expression == wantRules[0].Condition.Expression {
 		t.Error("rendering changed the policy's own grant")
 	}
 
@@ -112,8 +116,8 @@ func TestRenderFillsTemplatesIntoTheirFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := map[string]string{"uploader": "acme/app@11223344556", "tier": "gold"}; !reflect.DeepEqual(g.Token.Extra, want) {
-		t.Errorf("extra claims = %v", g.Token.Extra)
+	if want := map[string]string{"uploader": "acme/app@11223344556", "tier": "gold"}; !reflect.DeepEqual(g.(*tokensign.Spec).Extra, want) {
+		t.Errorf("extra claims = %v", g.(*tokensign.Spec).Extra)
 	}
 }
 
@@ -158,9 +162,9 @@ func TestRenderRefusesHostileClaimValues(t *testing.T) {
 					c = sampleClaims(t, "github-push-main", map[string]any{"repository": tt.repository})
 				}
 				g, err := p.Render(c)
-				var te *TemplateError
+				var te *claimtmpl.Error
 				if !errors.As(err, &te) {
-					t.Fatalf("Render = %+v, %v; want a *TemplateError", g, err)
+					t.Fatalf("Render = %+v, %v; want a *claimtmpl.Error", g, err)
 				}
 				if te.Field != field || te.Claim != "repository" || te.Reason != tt.wantReason {
 					t.Errorf("got field %q claim %q reason %q, want %q %q %q", te.Field, te.Claim, te.Reason, field, "repository", tt.wantReason)
@@ -206,7 +210,7 @@ func TestRenderedSessionPolicyIsValidJSONForEverySafeValue(t *testing.T) {
 		var doc struct {
 			Statement []struct{ Resource []string }
 		}
-		if err := json.Unmarshal([]byte(g.AWS.SessionPolicy), &doc); err != nil {
+		if err := json.Unmarshal([]byte(g.(*awssts.Spec).SessionPolicy), &doc); err != nil {
 			t.Fatalf("%s: %v", repo, err)
 		}
 		if got := doc.Statement[0].Resource[0]; got != "arn:aws:s3:::artifacts/"+repo+"/*" {
@@ -231,71 +235,8 @@ grant:
 		t.Fatalf("short values: %v", err)
 	}
 	_, err := p.Render(sampleClaims(t, "github-push-main", map[string]any{"repository": "acme/" + strings.Repeat("a", 200)}))
-	var te *TemplateError
+	var te *claimtmpl.Error
 	if !errors.As(err, &te) || te.Claim != "" || !strings.Contains(err.Error(), "aws.session_policy cannot be filled in: it would be") {
 		t.Errorf("err = %v", err)
-	}
-}
-
-func TestParseTemplate(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    string // normal form; "" for no template
-		claims  []string
-		wantErr string
-	}{
-		{in: "no template here", want: ""},
-		{in: "single { braces }", want: ""},
-		{in: "{{repository}}", want: "{{repository}}", claims: []string{"repository"}},
-		{in: "a/{{ repository }}/b/{{\tref\t}}", want: "a/{{repository}}/b/{{ref}}", claims: []string{"repository", "ref"}},
-		{in: "x}}y{{run_id}}", want: "x}}y{{run_id}}", claims: []string{"run_id"}},
-		{in: "{{}}", wantErr: `template "{{}}" must name one claim`},
-		{in: "{{a b}}", wantErr: `template "{{a b}}" must name one claim`},
-		{in: "{{a.b}}", wantErr: `template "{{a.b}}" must name one claim`},
-		{in: "{{{a}}}", wantErr: `template "{{{a}}" must name one claim`},
-		{in: "x{{a", wantErr: `template "{{a" is not closed with }}`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			got, err := parseTemplate(tt.in)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tt.want == "" {
-				if got != nil {
-					t.Errorf("got a template %q for plain text", got)
-				}
-				return
-			}
-			if got.String() != tt.want || !reflect.DeepEqual(got.claimNames(), tt.claims) {
-				t.Errorf("got %q %v, want %q %v", got, got.claimNames(), tt.want, tt.claims)
-			}
-		})
-	}
-}
-
-func TestTemplateInStringLiteral(t *testing.T) {
-	tests := []struct {
-		expr string
-		want bool
-	}{
-		{`resource.name.startsWith("a/{{repository}}/")`, true},
-		{`resource.name.startsWith('a/{{repository}}/')`, true},
-		{`resource.name == "x" || resource.name.startsWith("{{repository}}")`, true},
-		{`resource.name.startsWith("a\"b{{repository}}")`, true},
-		{`resource.name == {{repository}}`, false},
-		{`resource.name.startsWith("a") && {{repository}}`, false},
-		{`"a\"" + {{repository}}`, false},
-	}
-	for _, tt := range tests {
-		if got := templateInStringLiteral(tt.expr); got != tt.want {
-			t.Errorf("templateInStringLiteral(%s) = %v, want %v", tt.expr, got, tt.want)
-		}
 	}
 }

@@ -1,0 +1,151 @@
+// Package grant is the seam between Ferry's core and the kinds of
+// credential it mints (aws, gcp, token, github…). A kind is one package
+// that implements Kind: it reads its block of a policy's grant:, owns its
+// provider's limits, fills in its {{claim}} templates, says what it grants
+// for blast radius and explain, and mints (and may end early) the
+// credential. trust and exchange work only through these interfaces; the
+// kinds the broker knows are listed in one place, internal/registry.
+package grant
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/ferry-broker/ferry/internal/claims"
+	"github.com/ferry-broker/ferry/internal/config"
+	"github.com/ferry-broker/ferry/internal/platform"
+	"github.com/ferry-broker/ferry/internal/yamlpos"
+)
+
+// Kind is one kind of credential.
+type Kind interface {
+	// Name is the kind's key under a policy's grant: and of its credential
+	// in the exchange's answer, e.g. "aws".
+	Name() string
+	// Parse reads the kind's block (the value of grant.NAME), recording
+	// every problem in r at its position. It returns nil when there were
+	// problems.
+	Parse(r *yamlpos.Reader, n *yaml.Node) Spec
+	// NewMinter builds the kind's minter from the broker's config. It
+	// returns (nil, nil) when this broker cannot mint the kind (no
+	// credentials for the provider, say; the kind logs why), and an error
+	// when the config asks for it and is wrong.
+	NewMinter(ctx context.Context, env Env) (Minter, error)
+}
+
+// Spec is one policy's grant of a kind, compiled at load and read-only.
+type Spec interface {
+	// Kind is the name of the Kind that parsed it.
+	Kind() string
+	// MaxDuration is the longest lifetime a request may get.
+	MaxDuration() time.Duration
+	// Render returns the spec with every {{claim}} template filled in from
+	// c. A claim that is missing or unsafe for its field is a
+	// *claimtmpl.Error. A spec without templates may return itself.
+	Render(c *claims.Set) (Spec, error)
+	// Describe says what would be minted, for `ferry policy explain`.
+	Describe() string
+	// Target says what the grant reaches, for blast radius.
+	Target() Target
+}
+
+// FixedLifetime is implemented by specs whose provider fixes the
+// credential's lifetime (GitHub's installation tokens live an hour): a
+// request may not ask for a duration.
+type FixedLifetime interface {
+	FixedLifetime() bool
+}
+
+// Target is what a grant reaches, for `ferry policy blast-radius`.
+type Target struct {
+	// Credential names it: a role ARN, a service account, an audience.
+	Credential string
+	// Narrowing lists what limits the credential: a session policy, scopes,
+	// an access boundary, repositories and permissions.
+	Narrowing []string
+	// Warnings are the kind's own risk flags (write permissions, wide
+	// scopes).
+	Warnings []string
+}
+
+// Env is what a kind's minter may be built from.
+type Env struct {
+	Config *config.Config
+	Logger *slog.Logger
+}
+
+// Minter mints credentials of one kind.
+type Minter interface {
+	Mint(ctx context.Context, req Request) (*Credential, error)
+}
+
+// Request is one credential to mint.
+type Request struct {
+	Policy string
+	// Spec is the policy's spec with its templates filled in; always the
+	// minter's own kind.
+	Spec Spec
+	// Lifetime is what the caller gets, already clamped to the spec's
+	// MaxDuration.
+	Lifetime time.Duration
+	// Claims are the verified token's claims.
+	Claims *claims.Set
+	// Job names the pipeline job, for the provider's logs.
+	Job platform.Job
+	// Now is the exchange's clock.
+	Now time.Time
+}
+
+// Credential is a minted credential. Answer holds secrets: it goes to the
+// caller and nowhere else.
+type Credential struct {
+	// Answer is the kind's object in the exchange's answer, marshalled
+	// under the kind's name.
+	Answer any
+	// ExpiresAt is when the credential stops working.
+	ExpiresAt time.Time
+	// ID identifies the credential in the audit log without revealing it:
+	// an AWS access key id, a token's jti.
+	ID string
+	// Bearer is set by kinds whose credential is a single bearer token,
+	// which RFC 8693's /v1/token can hand out.
+	Bearer *Bearer
+}
+
+// Bearer is a credential that is one bearer token.
+type Bearer struct {
+	Token string
+	// Type is its RFC 8693 token type URI.
+	Type string
+}
+
+// BearerKind is implemented by kinds whose every credential is a bearer
+// token (Credential.Bearer set), so /v1/token can serve their policies.
+type BearerKind interface {
+	IssuesBearerTokens() bool
+}
+
+// Kinds is a list of kinds, looked up by name.
+type Kinds []Kind
+
+// Lookup finds the kind of that name.
+func (ks Kinds) Lookup(name string) (Kind, bool) {
+	for _, k := range ks {
+		if k.Name() == name {
+			return k, true
+		}
+	}
+	return nil, false
+}
+
+// Names lists the kinds' names in order.
+func (ks Kinds) Names() []string {
+	names := make([]string, len(ks))
+	for i, k := range ks {
+		names[i] = k.Name()
+	}
+	return names
+}
