@@ -42,4 +42,5 @@ bench:
 # Each fuzz target for a while; CI runs their seed corpora as plain tests.
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 30s ./internal/trust
+	$(GO) test -run '^$$' -fuzz FuzzParseJSON -fuzztime 30s ./internal/claimtmpl
 	$(GO) test -run '^$$' -fuzz FuzzDecodeExchange -fuzztime 30s ./internal/exchange

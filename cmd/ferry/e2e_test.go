@@ -16,6 +16,7 @@ import (
 
 	"github.com/ferry-broker/ferry/internal/devissuer"
 	"github.com/ferry-broker/ferry/internal/testsupport/ferryproc"
+	"github.com/ferry-broker/ferry/internal/testsupport/issuers"
 	"github.com/ferry-broker/ferry/internal/testsupport/moto"
 )
 
@@ -67,22 +68,7 @@ func runBin(t *testing.T, env []string, args ...string) result {
 
 func writeToken(t *testing.T, is *devissuer.Issuer, sample string, edit func(map[string]any)) string {
 	t.Helper()
-	c, err := devissuer.SampleClaims(sample)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if edit != nil {
-		edit(c)
-	}
-	tok, err := is.Sign(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(path, []byte(tok), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return issuers.WriteToken(t, is, sample, edit)
 }
 
 func repoPolicies(t *testing.T) string {
@@ -101,16 +87,7 @@ func brokerConfig(t *testing.T, gh, gl *devissuer.Issuer, auditPath string) stri
 
 func startIssuers(t *testing.T) (gh, gl *devissuer.Issuer) {
 	t.Helper()
-	var err error
-	if gh, err = devissuer.Start(devissuer.Options{Flavor: devissuer.GitHub}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gh.Close() })
-	if gl, err = devissuer.Start(devissuer.Options{Flavor: devissuer.GitLab}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gl.Close() })
-	return gh, gl
+	return issuers.Start(t)
 }
 
 func TestServeMintsAWSCredentialsTheAWSCLIAccepts(t *testing.T) {

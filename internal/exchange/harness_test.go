@@ -31,6 +31,7 @@ import (
 	"github.com/ferry-broker/ferry/internal/registry"
 	"github.com/ferry-broker/ferry/internal/replay"
 	"github.com/ferry-broker/ferry/internal/testsupport/gcpfake"
+	"github.com/ferry-broker/ferry/internal/testsupport/issuers"
 	"github.com/ferry-broker/ferry/internal/testsupport/moto"
 	"github.com/ferry-broker/ferry/internal/trust"
 )
@@ -159,15 +160,7 @@ type harnessOpts struct {
 func newHarness(t *testing.T, o harnessOpts) *harness {
 	t.Helper()
 	h := &harness{t: t, logs: &syncBuffer{}}
-	var err error
-	if h.gh, err = devissuer.Start(devissuer.Options{Flavor: devissuer.GitHub}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.gh.Close() })
-	if h.gl, err = devissuer.Start(devissuer.Options{Flavor: devissuer.GitLab}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.gl.Close() })
+	h.gh, h.gl = issuers.Start(t)
 
 	dir := t.TempDir()
 	policyDir := filepath.Join(dir, "policies")
@@ -247,18 +240,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 // sign returns a token from the named sample payload, edited.
 func (h *harness) sign(is *devissuer.Issuer, sample string, edit func(map[string]any)) string {
 	h.t.Helper()
-	c, err := devissuer.SampleClaims(sample)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if edit != nil {
-		edit(c)
-	}
-	tok, err := is.Sign(c)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return tok
+	return issuers.Sign(h.t, is, sample, edit)
 }
 
 type response struct {

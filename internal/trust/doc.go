@@ -3,10 +3,12 @@
 // credential.
 //
 // A directory of policies is parsed once into a Set (LoadDir): every
-// pattern is compiled, every grant validated, and every problem reported
-// as FILE:LINE:COL. Evaluating a request (Set.Authorize) only looks a
-// policy up by name and runs precompiled matchers, so loading errors and
-// runtime denials are different code paths, as in octo-sts.
+// pattern is compiled, every grant validated by its kind, and every
+// problem reported as FILE:LINE:COL. Deciding a request (Set.Decide, which
+// the broker, `ferry policy test` and `ferry policy explain` all call)
+// only looks a policy up by name, runs precompiled matchers and fills in
+// the grant's templates, so loading errors and runtime denials are
+// different code paths, as in octo-sts.
 //
 // Rules this package fixes beyond the design contract:
 //
@@ -34,9 +36,9 @@
 //   - Rule names: "unknown_policy", "issuer", "deny[N].KEY" for a one-key
 //     deny block, "deny[N]" for a block of several keys, "match.KEY" for a
 //     failed match key, and "match" when the request is allowed.
-//   - Templates {{claim}} may appear only in aws.session_policy string
-//     values, gcp access_boundary available_resource and condition
-//     expression (inside a string literal), and token extra_claims values.
-//     A substituted claim must be present, at most 256 characters of
-//     [A-Za-z0-9_.@/+=,:-], with no ".." path segment.
+//   - Grants: the grant block holds exactly one kind's block, which that
+//     kind parses and checks (internal/grant, the kinds listed in
+//     internal/registry). Which of its fields may hold {{claim}} templates,
+//     and what a substituted value must look like there, is the kind's
+//     business (internal/claimtmpl); trust only calls Render.
 package trust

@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/ferry-broker/ferry/internal/claims"
-	"github.com/ferry-broker/ferry/internal/devissuer"
 	"github.com/ferry-broker/ferry/internal/registry"
+	"github.com/ferry-broker/ferry/internal/testsupport/granttest"
 )
 
 // testIssuers are the issuer names the example policies and the demo use.
@@ -73,25 +73,12 @@ func claimSet(t testing.TB, m map[string]any) *claims.Set {
 }
 
 // sampleClaims returns one of the sample token payloads shaped like
-// GitHub's and GitLab's, with edits applied (a nil value removes a claim).
+// GitHub's and GitLab's, with edits applied (a nil value removes a claim),
+// checked against the platforms' claim types.
 func sampleClaims(t testing.TB, name string, edits map[string]any) *claims.Set {
 	t.Helper()
-	m, err := devissuer.SampleClaims(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range edits {
-		if v == nil {
-			delete(m, k)
-		} else {
-			m[k] = v
-		}
-	}
-	c, err := claims.FromMap(m)
-	if err == nil {
-		err = registry.Platforms().Check(c)
-	}
-	if err != nil {
+	c := granttest.Claims(t, name, edits)
+	if err := registry.Platforms().Check(c); err != nil {
 		t.Fatalf("claims %s: %v", name, err)
 	}
 	return c

@@ -56,41 +56,27 @@ func TestAWSGrantLimitsAreSTSOwn(t *testing.T) {
 		}
 		return "session_tags: [" + strings.Join(names, ", ") + "]\n"
 	}
-	tests := []struct {
-		name, src string
-		want      string // "" when the block is accepted
-	}{
-		{"the shortest session STS allows", arn + "duration: 15m\n", ""},
-		{"under STS's 15m floor", arn + "duration: 14m\n", "p.yaml:2:11: grant.aws.duration 14m is out of range: allowed 15m..12h"},
-		{"the longest session STS allows", arn + "duration: 12h\n", ""},
-		{"over STS's 12h ceiling", arn + "duration: 12h1m\n", "p.yaml:2:11: grant.aws.duration 12h1m is out of range: allowed 15m..12h"},
-		{"50 session tags", arn + tags(50), ""},
-		{"51 session tags", arn + tags(51), "p.yaml:2:15: grant.aws.session_tags has 51 tags; STS allows at most 50"},
-		{"a session policy of 2048 packed characters", arn + `session_policy: '{"Statement":"` + strings.Repeat("x", 2048-len(`{"Statement":""}`)) + `"}'` + "\n", ""},
-		{"a session policy of 2049 packed characters", arn + `session_policy: '{"Statement":"` + strings.Repeat("x", 2049-len(`{"Statement":""}`)) + `"}'` + "\n",
+	granttest.Check(t, awssts.Kind{}, map[string][2]string{
+		"the shortest session STS allows":            {arn + "duration: 15m\n", ""},
+		"under STS's 15m floor":                      {arn + "duration: 14m\n", "p.yaml:2:11: grant.aws.duration 14m is out of range: allowed 15m..12h"},
+		"the longest session STS allows":             {arn + "duration: 12h\n", ""},
+		"over STS's 12h ceiling":                     {arn + "duration: 12h1m\n", "p.yaml:2:11: grant.aws.duration 12h1m is out of range: allowed 15m..12h"},
+		"50 session tags":                            {arn + tags(50), ""},
+		"51 session tags":                            {arn + tags(51), "p.yaml:2:15: grant.aws.session_tags has 51 tags; STS allows at most 50"},
+		"a session policy of 2048 packed characters": {arn + `session_policy: '{"Statement":"` + strings.Repeat("x", 2048-len(`{"Statement":""}`)) + `"}'` + "\n", ""},
+		"a session policy of 2049 packed characters": {arn + `session_policy: '{"Statement":"` + strings.Repeat("x", 2049-len(`{"Statement":""}`)) + `"}'` + "\n",
 			"p.yaml:2:17: grant.aws.session_policy is 2049 characters packed, over STS's limit of 2048"},
-		{"a role ARN in another partition", "role_arn: arn:aws-cn:iam::123456789012:role/x\n", ""},
-		{"a role ARN with a short account", "role_arn: arn:aws:iam::1234:role/x\n",
+		"a role ARN in another partition": {"role_arn: arn:aws-cn:iam::123456789012:role/x\n", ""},
+		"a role ARN with a short account": {"role_arn: arn:aws:iam::1234:role/x\n",
 			`p.yaml:1:11: grant.aws.role_arn "arn:aws:iam::1234:role/x" is not an IAM role ARN such as arn:aws:iam::123456789012:role/NAME`},
-		{"a session tag that is not a claim name", arn + "session_tags: [\"a b\"]\n", `p.yaml:2:16: grant.aws.session_tags: "a b" is not a claim name`},
-		{"a session tag twice", arn + "session_tags: [ref, ref]\n", `p.yaml:2:21: grant.aws.session_tags: "ref" is listed twice`},
-		{"a session policy without a Statement", arn + "session_policy: {Version: x}\n", "p.yaml:2:17: grant.aws.session_policy has no Statement"},
-		{"a session policy that is a list", arn + "session_policy: '[1]'\n", "p.yaml:2:17: grant.aws.session_policy must be a JSON object"},
-		{"a duplicate key in a JSON session policy", arn + `session_policy: '{"Statement":1,"Statement":2}'` + "\n",
+		"a session tag that is not a claim name": {arn + "session_tags: [\"a b\"]\n", `p.yaml:2:16: grant.aws.session_tags: "a b" is not a claim name`},
+		"a session tag twice":                    {arn + "session_tags: [ref, ref]\n", `p.yaml:2:21: grant.aws.session_tags: "ref" is listed twice`},
+		"a session policy without a Statement":   {arn + "session_policy: {Version: x}\n", "p.yaml:2:17: grant.aws.session_policy has no Statement"},
+		"a session policy that is a list":        {arn + "session_policy: '[1]'\n", "p.yaml:2:17: grant.aws.session_policy must be a JSON object"},
+		"a duplicate key in a JSON session policy": {arn + `session_policy: '{"Statement":1,"Statement":2}'` + "\n",
 			`p.yaml:2:17: grant.aws.session_policy is not valid JSON: key "Statement" appears twice`},
-		{"no role", "duration: 1h\n", "p.yaml:1:1: grant.aws.role_arn is required"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, problems := granttest.Parse(t, awssts.Kind{}, tt.src)
-			switch {
-			case tt.want == "" && len(problems) > 0:
-				t.Errorf("refused: %q", problems)
-			case tt.want != "" && (len(problems) != 1 || problems[0] != tt.want):
-				t.Errorf("problems %q, want %q", problems, tt.want)
-			}
-		})
-	}
+		"no role": {"duration: 1h\n", "p.yaml:1:1: grant.aws.role_arn is required"},
+	})
 }
 
 func TestAWSGrantRenderStaysWithinSTSLimit(t *testing.T) {

@@ -44,36 +44,22 @@ func TestGCPGrantLimitsAreGoogleOwn(t *testing.T) {
 		}
 		return b.String()
 	}
-	tests := []struct {
-		name, src string
-		want      string // "" when the block is accepted
-	}{
-		{"a minute", sa + "duration: 1m\n", ""},
-		{"under a minute", sa + "duration: 59s\n", "p.yaml:2:11: grant.gcp.duration 59s is out of range: allowed 1m..1h"},
-		{"an hour, Google's limit", sa + "duration: 1h\n", ""},
-		{"over an hour", sa + "duration: 61m\n", "p.yaml:2:11: grant.gcp.duration 61m is out of range: allowed 1m..1h"},
-		{"10 access boundary rules", sa + rules(10), ""},
-		{"11 access boundary rules", sa + rules(11), "p.yaml:3:3: grant.gcp.access_boundary has 11 rules; Google allows at most 10"},
-		{"a service account ending in a hyphen", "service_account: deploy-@acme-prod.iam.gserviceaccount.com\n",
+	granttest.Check(t, gcpiam.Kind{}, map[string][2]string{
+		"a minute":                 {sa + "duration: 1m\n", ""},
+		"under a minute":           {sa + "duration: 59s\n", "p.yaml:2:11: grant.gcp.duration 59s is out of range: allowed 1m..1h"},
+		"an hour, Google's limit":  {sa + "duration: 1h\n", ""},
+		"over an hour":             {sa + "duration: 61m\n", "p.yaml:2:11: grant.gcp.duration 61m is out of range: allowed 1m..1h"},
+		"10 access boundary rules": {sa + rules(10), ""},
+		"11 access boundary rules": {sa + rules(11), "p.yaml:3:3: grant.gcp.access_boundary has 11 rules; Google allows at most 10"},
+		"a service account ending in a hyphen": {"service_account: deploy-@acme-prod.iam.gserviceaccount.com\n",
 			`p.yaml:1:18: grant.gcp.service_account "deploy-@acme-prod.iam.gserviceaccount.com" is not a service account email such as deploy@PROJECT.iam.gserviceaccount.com: service account "deploy-@acme-prod.iam.gserviceaccount.com": the name before @ must be lowercase letters, digits and hyphens, not starting or ending with a hyphen`},
-		{"a bare inRole permission", sa + "access_boundary:\n  - {available_resource: //x/y, available_permissions: [\"inRole:\"]}\n",
+		"a bare inRole permission": {sa + "access_boundary:\n  - {available_resource: //x/y, available_permissions: [\"inRole:\"]}\n",
 			`p.yaml:3:57: grant.gcp.access_boundary[0].available_permissions: "inRole:" must be inRole:ROLE`},
-		{"a scope that is not a URL", sa + "scopes: [cloud-platform]\n",
+		"a scope that is not a URL": {sa + "scopes: [cloud-platform]\n",
 			`p.yaml:2:10: grant.gcp.scopes: "cloud-platform" is not an OAuth scope URL such as https://www.googleapis.com/auth/cloud-platform`},
-		{"a scope with a space", sa + "scopes: [\"https://x y\"]\n",
+		"a scope with a space": {sa + "scopes: [\"https://x y\"]\n",
 			`p.yaml:2:10: grant.gcp.scopes: "https://x y" is not an OAuth scope URL such as https://www.googleapis.com/auth/cloud-platform`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, problems := granttest.Parse(t, gcpiam.Kind{}, tt.src)
-			switch {
-			case tt.want == "" && len(problems) > 0:
-				t.Errorf("refused: %q", problems)
-			case tt.want != "" && (len(problems) != 1 || problems[0] != tt.want):
-				t.Errorf("problems %q, want %q", problems, tt.want)
-			}
-		})
-	}
+	})
 }
 
 func TestGCPGrantMintsABearerToken(t *testing.T) {

@@ -30,31 +30,17 @@ extra_claims: {tier: gold}
 
 func TestTokenGrantLimits(t *testing.T) {
 	const aud = "audience: https://svc.example\n"
-	tests := []struct {
-		name, src string
-		want      string // "" when the block is accepted
-	}{
-		{"a minute", aud + "duration: 1m\n", ""},
-		{"under a minute", aud + "duration: 30s\n", "p.yaml:2:11: grant.token.duration 30s is out of range: allowed 1m..1h"},
-		{"an hour", aud + "duration: 1h\n", ""},
-		{"over an hour", aud + "duration: 2h\n", "p.yaml:2:11: grant.token.duration 2h is out of range: allowed 1m..1h"},
-		{"a registered claim copied", aud + "claims: [sub]\n", `p.yaml:2:10: grant.token.claims: "sub" is set by Ferry itself`},
-		{"a registered claim set", aud + "extra_claims: {exp: \"1\"}\n", `p.yaml:2:16: grant.token.extra_claims: "exp" is set by Ferry itself`},
-		{"an extra claim that is also copied", aud + "claims: [ref]\nextra_claims: {ref: x}\n", `p.yaml:3:16: grant.token.extra_claims: "ref" is also copied by grant.token.claims`},
-		{"a claim listed twice", aud + "claims: [ref, ref]\n", `p.yaml:2:15: grant.token.claims: "ref" is listed twice`},
-		{"an empty audience", "audience: \" \"\n", "p.yaml:1:11: grant.token.audience is empty"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, problems := granttest.Parse(t, tokensign.Kind{}, tt.src)
-			switch {
-			case tt.want == "" && len(problems) > 0:
-				t.Errorf("refused: %q", problems)
-			case tt.want != "" && (len(problems) != 1 || problems[0] != tt.want):
-				t.Errorf("problems %q, want %q", problems, tt.want)
-			}
-		})
-	}
+	granttest.Check(t, tokensign.Kind{}, map[string][2]string{
+		"a minute":                           {aud + "duration: 1m\n", ""},
+		"under a minute":                     {aud + "duration: 30s\n", "p.yaml:2:11: grant.token.duration 30s is out of range: allowed 1m..1h"},
+		"an hour":                            {aud + "duration: 1h\n", ""},
+		"over an hour":                       {aud + "duration: 2h\n", "p.yaml:2:11: grant.token.duration 2h is out of range: allowed 1m..1h"},
+		"a registered claim copied":          {aud + "claims: [sub]\n", `p.yaml:2:10: grant.token.claims: "sub" is set by Ferry itself`},
+		"a registered claim set":             {aud + "extra_claims: {exp: \"1\"}\n", `p.yaml:2:16: grant.token.extra_claims: "exp" is set by Ferry itself`},
+		"an extra claim that is also copied": {aud + "claims: [ref]\nextra_claims: {ref: x}\n", `p.yaml:3:16: grant.token.extra_claims: "ref" is also copied by grant.token.claims`},
+		"a claim listed twice":               {aud + "claims: [ref, ref]\n", `p.yaml:2:15: grant.token.claims: "ref" is listed twice`},
+		"an empty audience":                  {"audience: \" \"\n", "p.yaml:1:11: grant.token.audience is empty"},
+	})
 }
 
 func TestTokenGrantSignsTheJobsClaims(t *testing.T) {

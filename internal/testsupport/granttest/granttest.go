@@ -68,3 +68,22 @@ func Claims(t testing.TB, sample string, edits map[string]any) *claims.Set {
 	}
 	return c
 }
+
+// Check loads each case, named by its key and holding the YAML of a grant
+// block and the one problem loading it must report ("" when it loads), as
+// a subtest.
+func Check(t *testing.T, kind grant.Kind, cases map[string][2]string) {
+	t.Helper()
+	for name, c := range cases {
+		src, want := c[0], c[1]
+		t.Run(name, func(t *testing.T) {
+			_, problems := Parse(t, kind, src)
+			switch {
+			case want == "" && len(problems) > 0:
+				t.Errorf("refused: %q", problems)
+			case want != "" && (len(problems) != 1 || problems[0] != want):
+				t.Errorf("problems %q, want %q", problems, want)
+			}
+		})
+	}
+}
