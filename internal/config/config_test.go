@@ -480,3 +480,30 @@ func TestTrustedProxiesAreReadAsNetworks(t *testing.T) {
 		}
 	}
 }
+
+// The README's ferry.yaml is what people copy: it must load, and show
+// every key the config knows.
+func TestTheREADMEExampleParses(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "\n```yaml\nlisten:")
+	block, _, closed := strings.Cut(rest, "\n```")
+	if !ok || !closed {
+		t.Fatal("README has no ```yaml block starting with listen:")
+	}
+	block = "listen:" + block
+	c, err := Parse([]byte(block), "/srv/ferry", "README.md")
+	if err != nil {
+		t.Fatalf("the README's example does not load: %v", err)
+	}
+	if !c.TLS.Enabled() || c.TLS.CertFile != "/srv/ferry/tls.crt" {
+		t.Errorf("tls = %+v", c.TLS)
+	}
+	for _, key := range []string{"tls:", "cert_file:", "key_file:", "redis_password_file:", "previous_keys:", "trusted_proxies:"} {
+		if !strings.Contains(block, key) {
+			t.Errorf("the README's example does not show %s", key)
+		}
+	}
+}
