@@ -4,16 +4,28 @@
 GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test demo deps lint bench build fuzz actions-dist
+.PHONY: test demo deps lint bench build fuzz actions-dist helm
 
-test: deps lint actions-dist
-	$(GO) test -count=1 ./...
+# Helm, built from the Go module proxy (about a minute the first time,
+# cached after). A Helm built this way assumes Kubernetes 1.20 unless told.
+HELM_MODULE := helm.sh/helm/v3/cmd/helm@v3.22.0
+HELM := $(CURDIR)/bin/helm
+KUBE_VERSION := 1.33.0
+CHART := deploy/helm/ferry
+
+# deploy/helm_test.go renders the chart again with the same helm (FERRY_HELM)
+# and checks the manifests; here it must run, never skip.
+test: deps lint actions-dist helm
+	FERRY_HELM="$(HELM)" $(GO) test -count=1 ./...
 
 demo:
 	$(GO) run ./cmd/ferry demo
 
+# A static binary, built as deploy/Dockerfile builds it (deploy_test checks
+# both): no cgo, no build paths.
+VERSION ?= dev
 build:
-	$(GO) build -trimpath -o bin/ferry ./cmd/ferry
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/ferry ./cmd/ferry
 
 # Tests start real servers: redis-server (Debian package), moto_server and
 # the aws CLI (present on the project's machines; PyPI is not reachable).
@@ -35,6 +47,15 @@ lint:
 actions-dist:
 	cd actions/github && npm ci --no-audit --no-fund --loglevel=error && npm test && npm run build
 	@test -z "$$(git status --porcelain -- actions/github/dist)" || { echo "actions/github/dist is stale: run 'make actions-dist' and commit it"; git status --short -- actions/github/dist; exit 1; }
+
+# The chart lints and renders with its default values and with a
+# production-like set.
+helm:
+	GOBIN=$(CURDIR)/bin $(GO) install $(HELM_MODULE)
+	$(HELM) lint --strict --kube-version $(KUBE_VERSION) $(CHART)
+	$(HELM) lint --strict --kube-version $(KUBE_VERSION) -f $(CHART)/ci/production-values.yaml $(CHART)
+	$(HELM) template ferry $(CHART) --kube-version $(KUBE_VERSION) >/dev/null
+	$(HELM) template ferry $(CHART) --kube-version $(KUBE_VERSION) -f $(CHART)/ci/production-values.yaml >/dev/null
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/trust ./internal/exchange ./internal/identity ./internal/mint/tokensign

@@ -176,11 +176,18 @@ func (b *Broker) Handler() http.Handler { return b.handler }
 // Service is the exchange service behind the API.
 func (b *Broker) Service() *exchange.Service { return b.service }
 
-// Serve answers on ln until ctx ends, reloading policies on SIGHUP and on the
-// configured interval, then shuts down gracefully.
+// Serve answers on ln until ctx ends, over HTTPS when the config names a
+// certificate, reloading policies on SIGHUP and on the configured interval,
+// then shuts down gracefully.
 func (b *Broker) Serve(ctx context.Context, ln net.Listener) error {
+	tlsConfig, err := b.tlsConfig(ln)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	srv := &http.Server{
 		Handler:           b.handler,
+		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -206,8 +213,8 @@ func (b *Broker) Serve(ctx context.Context, ln net.Listener) error {
 	}()
 
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	b.logger.Info("ferry serving", "addr", ln.Addr().String(), "policies", b.policies.Current().Len())
+	go func() { errc <- serveHTTP(srv, ln) }()
+	b.logger.Info("ferry serving", "addr", ln.Addr().String(), "tls", tlsConfig != nil, "policies", b.policies.Current().Len())
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)

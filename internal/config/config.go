@@ -36,6 +36,7 @@ type Config struct {
 	Token    Token    `yaml:"token"`
 
 	// Additions to the contract.
+	TLS          TLS       `yaml:"tls"`
 	PolicyReload Duration  `yaml:"policy_reload"` // how often to look for changed policy files; 0 disables (SIGHUP still reloads)
 	RateLimit    RateLimit `yaml:"rate_limit"`
 	LogLevel     string    `yaml:"log_level"` // debug | info | warn | error
@@ -89,7 +90,22 @@ type Audit struct {
 type Replay struct {
 	Store    string `yaml:"store"` // memory | redis
 	RedisURL string `yaml:"redis_url"`
+	// RedisPasswordFile holds the Redis password, so that it can live in a
+	// secret volume rather than in the config file (a Kubernetes ConfigMap
+	// is readable by many). Load reads it into RedisURL.
+	RedisPasswordFile string `yaml:"redis_password_file"`
 }
+
+// TLS makes the broker serve HTTPS itself. Both files or neither; the pair
+// is read again when the files change, so a renewed certificate needs no
+// restart.
+type TLS struct {
+	CertFile string `yaml:"cert_file"` // PEM certificate chain, leaf first
+	KeyFile  string `yaml:"key_file"`  // PEM private key
+}
+
+// Enabled reports whether the broker serves HTTPS.
+func (t TLS) Enabled() bool { return t.CertFile != "" && t.KeyFile != "" }
 
 // Token configures Ferry-signed tokens.
 type Token struct {
@@ -156,7 +172,47 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(data, filepath.Dir(abs), path)
+	c, err := Parse(data, filepath.Dir(abs), path)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.readRedisPassword(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// readRedisPassword puts the password from replay.redis_password_file into
+// RedisURL, so every user of the URL (replay store, shared limits) has it.
+// One trailing newline is dropped: `echo pw > file` and
+// `kubectl create secret --from-file` both leave one.
+func (c *Config) readRedisPassword() error {
+	r := &c.Replay
+	if r.RedisPasswordFile == "" {
+		return nil
+	}
+	data, err := os.ReadFile(r.RedisPasswordFile)
+	if err != nil {
+		return fmt.Errorf("replay.redis_password_file: %w", err)
+	}
+	pw := strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
+	switch {
+	case pw == "":
+		return fmt.Errorf("replay.redis_password_file: %s is empty", r.RedisPasswordFile)
+	case strings.ContainsAny(pw, "\r\n"):
+		return fmt.Errorf("replay.redis_password_file: %s holds more than one line", r.RedisPasswordFile)
+	}
+	u, err := url.Parse(r.RedisURL)
+	if err != nil {
+		return errors.New("replay.redis_url: does not parse") // validate has refused this already
+	}
+	user := ""
+	if u.User != nil {
+		user = u.User.Username()
+	}
+	u.User = url.UserPassword(user, pw)
+	r.RedisURL = u.String()
+	return nil
 }
 
 // Parse decodes and validates config bytes; baseDir resolves relative paths
@@ -281,6 +337,21 @@ func (c *Config) validate(file string) []yamlpos.Problem {
 	default:
 		bad("replay.store", "%s is not memory or redis", quote(c.Replay.Store))
 	}
+	if c.Replay.RedisPasswordFile != "" {
+		if c.Replay.Store != "redis" {
+			bad("replay.redis_password_file", "needs replay.store: redis")
+		} else if u, err := url.Parse(c.Replay.RedisURL); err == nil && u.User != nil {
+			if _, has := u.User.Password(); has {
+				bad("replay.redis_password_file", "replay.redis_url holds a password already; give it in one place")
+			}
+		}
+	}
+	switch t := c.TLS; {
+	case t.CertFile != "" && t.KeyFile == "":
+		bad("tls.key_file", "required when tls.cert_file is set")
+	case t.KeyFile != "" && t.CertFile == "":
+		bad("tls.cert_file", "required when tls.key_file is set")
+	}
 	if c.Token.Issuer != "" {
 		if err := checkURL(c.Token.Issuer); err != nil {
 			bad("token.issuer", "%v", err)
@@ -337,6 +408,9 @@ func (c *Config) resolvePaths(base string) {
 	c.Policies = abs(c.Policies)
 	c.Audit.Path = abs(c.Audit.Path)
 	c.Token.SigningKey = abs(c.Token.SigningKey)
+	c.Replay.RedisPasswordFile = abs(c.Replay.RedisPasswordFile)
+	c.TLS.CertFile = abs(c.TLS.CertFile)
+	c.TLS.KeyFile = abs(c.TLS.KeyFile)
 	for i, p := range c.Token.PreviousKeys {
 		c.Token.PreviousKeys[i] = abs(p)
 	}

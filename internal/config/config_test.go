@@ -65,6 +65,11 @@ func TestParseRefusesBadConfig(t *testing.T) {
 		{"a bad log level", minimal + "log_level: loud\n", "log_level"},
 		{"a proxy that is not an address", minimal + "trusted_proxies: [10.0.0.0/8, lb.internal]\n", `trusted_proxies[1]: "lb.internal" is not a CIDR`},
 		{"a proxy range that trusts everyone", minimal + "trusted_proxies: [0.0.0.0/0]\n", "trusts every address"},
+		{"a certificate without its key", minimal + "tls: {cert_file: tls.crt}\n", "ferry.yaml:6:6: tls.key_file: required when tls.cert_file is set"},
+		{"a key without its certificate", minimal + "tls: {key_file: tls.key}\n", "ferry.yaml:6:6: tls.cert_file: required when tls.key_file is set"},
+		{"an unknown tls key", minimal + "tls: {cert: tls.crt}\n", "tls: key cert is not a known key (known keys: cert_file, key_file)"},
+		{"a redis password file without redis", minimal + "replay: {redis_password_file: pw}\n", "replay.redis_password_file: needs replay.store: redis"},
+		{"a redis password in two places", minimal + "replay: {store: redis, redis_url: 'redis://:pw@cache:6379', redis_password_file: pw}\n", "replay.redis_password_file: replay.redis_url holds a password already"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -144,6 +149,101 @@ func TestLoadReadsAFile(t *testing.T) {
 	}
 }
 
+func TestParseResolvesTLSAndPasswordPaths(t *testing.T) {
+	c, err := Parse([]byte(minimal+`tls: {cert_file: tls/tls.crt, key_file: /keys/tls.key}
+replay: {store: redis, redis_url: 'redis://cache:6379/0', redis_password_file: ../secrets/redis-password}
+`), "/etc/ferry/config", "ferry.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.TLS.Enabled() || c.TLS.CertFile != "/etc/ferry/config/tls/tls.crt" || c.TLS.KeyFile != "/keys/tls.key" {
+		t.Errorf("tls = %+v, want paths resolved against the config's directory", c.TLS)
+	}
+	if c.Replay.RedisPasswordFile != "/etc/ferry/secrets/redis-password" {
+		t.Errorf("redis_password_file = %q", c.Replay.RedisPasswordFile)
+	}
+	if c.Replay.RedisURL != "redis://cache:6379/0" {
+		t.Errorf("Parse changed redis_url to %q; only Load reads the password file", c.Replay.RedisURL)
+	}
+	plain, err := Parse([]byte(minimal), "/", "ferry.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.TLS.Enabled() {
+		t.Error("TLS enabled without files")
+	}
+}
+
+func TestLoadPutsTheRedisPasswordFileIntoTheURL(t *testing.T) {
+	tests := []struct {
+		name, url, file, want string
+	}{
+		{"a password with a newline", "redis://cache:6379/0", "s3cr3t\n", "redis://:s3cr3t@cache:6379/0"},
+		{"a password with CRLF", "rediss://cache:6380", "s3cr3t\r\n", "rediss://:s3cr3t@cache:6380"},
+		{"an ACL user in the URL", "redis://ferry@cache:6379/2", "s3cr3t", "redis://ferry:s3cr3t@cache:6379/2"},
+		{"characters a URL must escape", "redis://cache:6379", "p@ss/w:rd", "redis://:p%40ss%2Fw%3Ard@cache:6379"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "redis-password"), []byte(tt.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, "ferry.yaml")
+			cfg := minimal + fmt.Sprintf("replay: {store: redis, redis_url: %q, redis_password_file: redis-password}\n", tt.url)
+			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Replay.RedisURL != tt.want {
+				t.Errorf("redis_url = %q, want %q", c.Replay.RedisURL, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadRefusesABadRedisPasswordFile(t *testing.T) {
+	tests := []struct {
+		name  string
+		write *string // nil: no file
+		want  string
+	}{
+		{"a missing file", nil, "replay.redis_password_file: open "},
+		{"an empty file", ptr("\n"), "is empty"},
+		{"two lines", ptr("s3cr3t\nl1n3tw0\n"), "holds more than one line"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tt.write != nil {
+				if err := os.WriteFile(filepath.Join(dir, "pw"), []byte(*tt.write), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			path := filepath.Join(dir, "ferry.yaml")
+			cfg := minimal + "replay: {store: redis, redis_url: 'redis://cache:6379', redis_password_file: pw}\n"
+			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(path)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+			}
+			if !strings.HasPrefix(err.Error(), "config "+path+": ") {
+				t.Errorf("err %q does not name the config file", err)
+			}
+			if strings.Contains(err.Error(), "s3cr3t") || strings.Contains(err.Error(), "l1n3tw0") {
+				t.Errorf("err %q shows the file's contents", err)
+			}
+		})
+	}
+}
+
+func ptr(s string) *string { return &s }
+
 // goWords are pieces of Go's vocabulary that must never reach someone
 // editing ferry.yaml.
 var goWords = []string{"config.", "[]", "!!", "unmarshal", "float64", "int64", "time.Duration", "reflect", "struct"}
@@ -181,7 +281,7 @@ func TestParseNamesBadTypesByKeyAndLine(t *testing.T) {
 		{"int too large", "rate_limit: {burst: 99999999999999999999}\n", "ferry.yaml:1:21: rate_limit.burst: want a whole number, got 99999999999999999999"},
 		// nested struct
 		{"struct given a string", "audit: ./audit.log\n", `ferry.yaml:1:8: audit: want a mapping (keys: path), got "./audit.log"`},
-		{"struct given a list", "replay: [memory]\n", "ferry.yaml:1:9: replay: want a mapping (keys: store, redis_url), got a list"},
+		{"struct given a list", "replay: [memory]\n", "ferry.yaml:1:9: replay: want a mapping (keys: store, redis_url, redis_password_file), got a list"},
 		{"struct given a number", "rate_limit: 20\n", "ferry.yaml:1:13: rate_limit: want a mapping (keys: per_second, burst), got 20"},
 		{"unknown key in a struct", "token: {isuer: https://x.example}\n", "ferry.yaml:1:9: token: key isuer is not a known key (known keys: issuer, signing_key, previous_keys)"},
 		// list of structs
@@ -328,6 +428,7 @@ func FuzzParse(f *testing.F) {
 		"listen: [a, b]\n", "issuers: 5\n", "issuers: [5]\n", "policy_reload: fast\n", "policy_reload: [1s]\n",
 		"rate_limit: {per_second: abc}\n", "rate_limit: {burst: 1.5}\n", "audit: x\n", "token: {previous_keys: k}\n",
 		"rate_limit: {per_second: .nan}\n", "listen: a:1\nlisten: b:1\n", "lisen: x\n", "- a\n",
+		"tls: {cert_file: c}\n", "replay: {redis_password_file: [p]}\n",
 	} {
 		f.Add([]byte(minimal + in))
 	}
@@ -376,6 +477,33 @@ func TestTrustedProxiesAreReadAsNetworks(t *testing.T) {
 	for i := range want {
 		if got[i].String() != want[i] {
 			t.Errorf("TrustedProxyNets[%d] = %s, want %s", i, got[i], want[i])
+		}
+	}
+}
+
+// The README's ferry.yaml is what people copy: it must load, and show
+// every key the config knows.
+func TestTheREADMEExampleParses(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "\n```yaml\nlisten:")
+	block, _, closed := strings.Cut(rest, "\n```")
+	if !ok || !closed {
+		t.Fatal("README has no ```yaml block starting with listen:")
+	}
+	block = "listen:" + block
+	c, err := Parse([]byte(block), "/srv/ferry", "README.md")
+	if err != nil {
+		t.Fatalf("the README's example does not load: %v", err)
+	}
+	if !c.TLS.Enabled() || c.TLS.CertFile != "/srv/ferry/tls.crt" {
+		t.Errorf("tls = %+v", c.TLS)
+	}
+	for _, key := range []string{"tls:", "cert_file:", "key_file:", "redis_password_file:", "previous_keys:", "trusted_proxies:"} {
+		if !strings.Contains(block, key) {
+			t.Errorf("the README's example does not show %s", key)
 		}
 	}
 }

@@ -140,12 +140,19 @@ func (s *Store) reloadAndLog(ctx context.Context, asked bool) {
 // reads, so an unchanged directory (or one where only test files changed)
 // is not parsed again on every tick.
 func fingerprint(dir string) (string, error) {
+	// The directory may itself be a symlink (git-sync swaps one to each new
+	// checkout), and WalkDir does not follow a symlinked root: walk what it
+	// points to now.
+	root, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", err
+	}
 	var files []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() && path != dir {
+		if d.IsDir() && path != root {
 			return fs.SkipDir
 		}
 		if !d.IsDir() && trust.IsPolicyFile(d.Name()) {

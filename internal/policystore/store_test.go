@@ -319,6 +319,38 @@ func TestReloadInstallsAGoodEdit(t *testing.T) {
 	}
 }
 
+// git-sync publishes each checkout by swapping a symlink: the policy
+// directory is that link, and a swap is a change.
+func TestReloadFollowsASymlinkedDirectory(t *testing.T) {
+	base := t.TempDir()
+	for v, role := range map[string]string{"v1": "one", "v2": "two"} {
+		if err := os.Mkdir(filepath.Join(base, v), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		write(t, filepath.Join(base, v), "deploy.yaml", awsPolicy("deploy", role))
+	}
+	link := filepath.Join(base, "current")
+	if err := os.Symlink("v1", link); err != nil {
+		t.Fatal(err)
+	}
+	s := mustOpen(t, link, nil)
+	if got := roleOf(t, s.Current(), "deploy"); got != "arn:aws:iam::123456789012:role/one" {
+		t.Fatalf("role = %q", got)
+	}
+	if err := os.Symlink("v2", link+".tmp"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(link+".tmp", link); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := s.Reload(); err != nil || !changed {
+		t.Fatalf("Reload after the link moved = %v, %v; want true, nil", changed, err)
+	}
+	if got := roleOf(t, s.Current(), "deploy"); got != "arn:aws:iam::123456789012:role/two" {
+		t.Errorf("role = %q after the link moved, want role/two", got)
+	}
+}
+
 func TestReloadUnchanged(t *testing.T) {
 	tests := []struct {
 		name string
