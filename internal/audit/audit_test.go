@@ -232,13 +232,20 @@ func TestOpenRefusesALogItCouldNotContinue(t *testing.T) {
 		mangle func(lines []string) string
 		want   string
 	}{
-		{"a last line cut short", func(l []string) string { return strings.Join(l, "")[:len(strings.Join(l, ""))-20] }, "incomplete"},
-		{"a last line without its newline", func(l []string) string { return strings.TrimSuffix(strings.Join(l, ""), "\n") }, "incomplete"},
 		{"a last line that was edited", func(l []string) string {
 			l[len(l)-1] = strings.Replace(l[len(l)-1], `"decision":"deny"`, `"decision":"allow"`, 1)
 			return strings.Join(l, "")
 		}, "hash mismatch"},
 		{"a last line that is not JSON", func(l []string) string { return strings.Join(l, "") + "garbage\n" }, "not valid JSON"},
+		{"a torn tail after an edited last line", func(l []string) string {
+			l[len(l)-1] = strings.Replace(l[len(l)-1], `"decision":"deny"`, `"decision":"allow"`, 1)
+			return strings.Join(l, "") + `{"time":"2026-`
+		}, "hash mismatch"},
+		{"an unterminated tail that does not start like a record", func(l []string) string { return strings.Join(l, "") + "garbage" }, "do not start like a record"},
+		{"a file that is not an audit log at all", func([]string) string { return "#!/bin/sh\necho hello" }, "not valid JSON"},
+		{"an unterminated tail longer than any record", func(l []string) string {
+			return strings.Join(l, "") + "{" + strings.Repeat("x", MaxLineBytes)
+		}, "more than any record"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -355,11 +362,11 @@ func TestVerifyNamesTheFirstBrokenLine(t *testing.T) {
 		{"a last line cut short is caught", func(l []string) []string {
 			l[5] = l[5][:len(l[5])/2]
 			return l
-		}, 6, "incomplete last line"},
+		}, 6, "incomplete final record"},
 		{"a last line without its newline is caught", func(l []string) []string {
 			l[5] = strings.TrimSuffix(l[5], "\n")
 			return l
-		}, 6, "incomplete last line"},
+		}, 6, "incomplete final record"},
 		{"a line cut short in the middle is caught", func(l []string) []string {
 			l[2] = l[2][:40] + "\n"
 			return l

@@ -48,6 +48,7 @@ type Broker struct {
 	policies *policystore.Store
 	verifier *identity.Pool
 	audit    *audit.Log
+	auditCPs *audit.Checkpointer
 	replay   replay.Store
 	gcp      *gcpiam.Minter
 	signer   *tokensign.Signer
@@ -84,7 +85,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Broker, err err
 	if b.replay, err = openReplay(ctx, cfg.Replay); err != nil {
 		return nil, err
 	}
-	if b.audit, err = audit.Open(cfg.Audit.Path); err != nil {
+	if b.audit, err = audit.Open(cfg.Audit.Path, audit.WithLogger(logger)); err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
 
@@ -109,6 +110,9 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Broker, err err
 	}
 	if b.signer != nil {
 		deps.Token = b.signer
+	}
+	if b.auditCPs, err = startCheckpoints(b.audit, logger, cfg.Token, o.DevSigningKey); err != nil {
+		return nil, err
 	}
 	warnUnservable(logger, b.policies.Current(), deps)
 
@@ -251,6 +255,9 @@ func (b *Broker) Serve(ctx context.Context, ln net.Listener) error {
 // Close releases files and connections.
 func (b *Broker) Close() error {
 	var errs []error
+	if b.auditCPs != nil {
+		b.auditCPs.Stop() // the final checkpoint, once no more records come
+	}
 	if b.audit != nil {
 		errs = append(errs, b.audit.Close())
 	}
