@@ -627,11 +627,17 @@ func FuzzVerify(f *testing.F) {
 	f.Add([]byte(strings.Replace(valid, "deny", "allow", 1)))
 	f.Add([]byte(`{"time":"x","prev":null,"hash":""}` + "\n"))
 	f.Add([]byte(`,"hash":"` + Genesis + `"}` + "\n"))
+	f.Add([]byte(valid + valid))                           // a chain that restarts
+	f.Add([]byte(strings.Replace(valid, "\n", "\r\n", 1))) // a line ending another system wrote
+	f.Add([]byte(strings.Replace(valid, `"hash":"`, `"hash" :"`, 1)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := Verify(bytes.NewReader(data))
 		if err == nil {
 			if want := bytes.Count(data, []byte("\n")); s.Records != want {
 				t.Errorf("intact log of %d lines reported %d records", want, s.Records)
+			}
+			if hashes, ok := chainOracle(data, Genesis); !ok || len(hashes) != s.Records || (s.Records > 0 && hashes[s.Records-1] != s.LastHash) {
+				t.Fatalf("Verify passed a log that does not chain:\n%q", data)
 			}
 			if s.Allows+s.Denies > s.Records {
 				t.Errorf("summary %+v counts more decisions than records", s)
