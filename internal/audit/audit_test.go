@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -651,38 +650,3 @@ func FuzzVerify(f *testing.F) {
 	})
 }
 
-func BenchmarkWrite(b *testing.B) {
-	cases := []struct {
-		name string
-		open func(b *testing.B) *Log
-	}{
-		{"file, fsync each record (default)", func(b *testing.B) *Log {
-			l, err := Open(filepath.Join(b.TempDir(), "audit.log"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			return l
-		}},
-		{"file, NoSync", func(b *testing.B) *Log {
-			l, err := Open(filepath.Join(b.TempDir(), "audit.log"), NoSync())
-			if err != nil {
-				b.Fatal(err)
-			}
-			return l
-		}},
-		{"io.Discard", func(*testing.B) *Log { return New(io.Discard, Genesis) }},
-	}
-	for _, c := range cases {
-		b.Run(c.name, func(b *testing.B) {
-			l := c.open(b)
-			defer l.Close()
-			r := sample(1)
-			ctx := context.Background()
-			for b.Loop() {
-				if _, err := l.Write(ctx, r); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}
