@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"slices"
 	"sync"
 	"time"
 )
@@ -103,22 +104,20 @@ func newLog(w io.Writer, prev string) *Log {
 // (Genesis for a new chain). It never closes or syncs w.
 func New(w io.Writer, prev string) *Log { return newLog(w, prev) }
 
-// Decisions are the values a record's Decision may take. Write refuses any
-// other; this list is the one place that says so.
-var Decisions = []string{Allow, Deny}
+// Decisions returns the values a record's Decision may take. Write refuses
+// any other; this is the one place that lists them.
+func Decisions() []string { return []string{Allow, Deny} }
 
 func checkDecision(d string) error {
-	for _, ok := range Decisions {
-		if d == ok {
-			return nil
-		}
+	if !slices.Contains(Decisions(), d) {
+		return fmt.Errorf("write audit record: decision %q is not one of %q", d, Decisions())
 	}
-	return fmt.Errorf("write audit record: decision %q is not one of %q", d, Decisions)
+	return nil
 }
 
 // Write completes r — Time (UTC now when zero), Prev and Hash — appends it
 // as one line and returns it as written, once the commit that covers it is
-// on disk. A Decision not in Decisions is refused. Reason and Error are
+// on disk. A Decision not in Decisions() is refused. Reason and Error are
 // scrubbed of anything shaped like a JWT, in case an upstream message
 // echoed one.
 //

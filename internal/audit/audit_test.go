@@ -649,4 +649,3 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
-

@@ -116,7 +116,9 @@ func parseCheckpointLine(line []byte) (cp Checkpoint, ok bool, reason string) {
 
 // checkpointAlgs are the signature algorithms a checkpoint may use: those
 // Ferry's signing keys sign with.
-var checkpointAlgs = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.ES512, jose.RS256, jose.EdDSA}
+func checkpointAlgs() []jose.SignatureAlgorithm {
+	return []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.ES512, jose.RS256, jose.EdDSA}
+}
 
 // VerifySignature checks that the checkpoint is signed, over its Payload,
 // by a key in keys (found by the kid in its header).
@@ -124,7 +126,7 @@ func (c Checkpoint) VerifySignature(keys *jose.JSONWebKeySet) error {
 	if c.Signature == "" {
 		return errors.New("unsigned")
 	}
-	jws, err := jose.ParseDetached(c.Signature, c.Payload(), checkpointAlgs)
+	jws, err := jose.ParseDetached(c.Signature, c.Payload(), checkpointAlgs())
 	if err != nil {
 		return fmt.Errorf("signature is not a detached JWS: %w", err)
 	}
