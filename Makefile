@@ -61,7 +61,11 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/trust ./internal/exchange ./internal/identity ./internal/mint/tokensign
 
 # Each fuzz target for a while; CI runs their seed corpora as plain tests.
+# The audit targets minimize by count, not for the default minute an input:
+# each run checks signatures, and minimizing would eat the whole run.
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 30s ./internal/trust
 	$(GO) test -run '^$$' -fuzz FuzzParseJSON -fuzztime 30s ./internal/claimtmpl
 	$(GO) test -run '^$$' -fuzz FuzzDecodeExchange -fuzztime 30s ./internal/exchange
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 30s -fuzzminimizetime 1000x ./internal/audit
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyCheckpoints$$' -fuzztime 30s -fuzzminimizetime 1000x ./internal/audit

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ferry-broker/ferry/internal/config"
 	"github.com/ferry-broker/ferry/internal/mint/tokensign"
+	"github.com/ferry-broker/ferry/internal/registry"
 	"github.com/ferry-broker/ferry/internal/trust"
 )
 
@@ -509,7 +510,7 @@ func checkPolicySource(t *testing.T, m *manifests, pod *corev1.PodTemplateSpec, 
 		if cm == nil || mountedFrom == nil || mountedFrom.ConfigMap == nil || mountedFrom.ConfigMap.Name != cm.Name {
 			t.Fatalf("inline policies: ConfigMap %v mounted from %+v", cm, mountedFrom)
 		}
-		set, err := trust.LoadDir(cfg.Policies, trust.LoadOptions{Issuers: cfg.IssuerNames()})
+		set, err := trust.LoadDir(cfg.Policies, trust.LoadOptions{Issuers: cfg.IssuerNames(), Kinds: registry.Kinds(), Platforms: registry.Platforms()})
 		if err != nil {
 			t.Fatalf("the policies as mounted do not load: %v", err)
 		}

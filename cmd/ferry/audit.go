@@ -7,16 +7,21 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 	"unicode"
 
+	jose "github.com/go-jose/go-jose/v4"
+
 	"github.com/ferry-broker/ferry/internal/audit"
 	"github.com/ferry-broker/ferry/internal/claims"
 	"github.com/ferry-broker/ferry/internal/registry"
 	"github.com/ferry-broker/ferry/internal/trust"
+	"github.com/ferry-broker/ferry/internal/urlcheck"
 )
 
 // runAudit is `ferry audit verify|report FILE ...`.
@@ -43,7 +48,9 @@ func auditUsage(w io.Writer) {
 	fmt.Fprint(w, `Usage: ferry audit SUBCOMMAND FILE [flags]
 
 Subcommands:
-  verify FILE [--prev HASH]       check the log's hash chain; exit 1 naming the first broken line
+  verify FILE [--prev HASH] [--checkpoints LOG [--jwks FILE|URL]]
+                                  check the log's hash chain; exit 1 naming the first broken line,
+                                  and, with the broker's log, that no records were cut off the end
   report FILE [--policies DIR] [--window 720h] [--threshold 10] [--top 10] [--format table|json]
                                   dormant policies, repeated requests, denials by reason
 `)
@@ -71,32 +78,173 @@ func runAuditVerify(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ferry audit verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	prev := fs.String("prev", audit.Genesis, "the hash the log's first record must chain to (for a log that continues another)")
+	cpLog := fs.String("checkpoints", "", "the broker's log (JSON lines; - for stdin): also fail when FILE is shorter than, or diverges from, any \"audit checkpoint\" in it")
+	jwksFrom := fs.String("jwks", "", "with --checkpoints: a JWKS file or URL (the broker's /.well-known/jwks.json); every checkpoint must carry a signature by one of its keys")
 	file, code, done := auditFlags(fs, args)
 	if done {
 		return code
 	}
+	if *jwksFrom != "" && *cpLog == "" {
+		fmt.Fprintln(stderr, "ferry audit verify: --jwks checks checkpoint signatures: it needs --checkpoints LOG")
+		return exitUsage
+	}
+	var cps []audit.Checkpoint
+	var keys *jose.JSONWebKeySet
+	if *cpLog != "" {
+		var err error
+		if cps, err = readCheckpointLog(*cpLog); err != nil {
+			printErrors(stderr, "ferry audit verify: ", err)
+			return exitFail
+		}
+		if len(cps) == 0 {
+			fmt.Fprintf(stderr, "ferry audit verify: %s holds no audit checkpoint (a JSON line with \"msg\": %q): nothing to check the end of %s against\n", *cpLog, audit.CheckpointMsg, file)
+			return exitFail
+		}
+		if *jwksFrom != "" {
+			if keys, err = loadJWKS(*jwksFrom); err != nil {
+				fmt.Fprintf(stderr, "ferry audit verify: --jwks: %v\n", err)
+				return exitFail
+			}
+		}
+	}
+
 	f, err := os.Open(file)
 	if err != nil {
 		fmt.Fprintf(stderr, "ferry audit verify: %v\n", err)
 		return exitFail
 	}
 	defer f.Close()
-	s, err := audit.VerifyFrom(f, *prev)
-	var ce *audit.ChainError
-	if errors.As(err, &ce) {
+	s, failures, err := audit.VerifyCheckpoints(f, *prev, cps, keys)
+	code = exitOK
+	if ce, ok := errors.AsType[*audit.ChainError](err); ok {
 		fmt.Fprintf(stderr, "%s:%d: %s\n", file, ce.Line, ce.Reason)
-		return exitFail
-	}
-	if err != nil {
+		if ce.Incomplete {
+			fmt.Fprintf(stderr, "%s: the %d complete records before it chain intact\n", file, s.Records)
+		}
+		code = exitFail
+	} else if err != nil {
 		fmt.Fprintf(stderr, "ferry audit verify: %v\n", err)
 		return exitFail
 	}
+	const maxShown = 10
+	for i, cf := range failures {
+		if i == maxShown {
+			fmt.Fprintf(stderr, "%s: … and %d more checkpoints fail\n", file, len(failures)-maxShown)
+			break
+		}
+		fmt.Fprintf(stderr, "%s: %v\n", file, cf)
+	}
+	if len(failures) > 0 {
+		code = exitFail
+	}
+	if code != exitOK {
+		return code
+	}
+
 	fmt.Fprintf(stdout, "%s: %d records, chain intact\n", file, s.Records)
 	if s.Records > 0 {
 		fmt.Fprintf(stdout, "%d allow, %d deny, %s .. %s\nlast hash %s (keep it elsewhere: it pins this history)\n",
 			s.Allows, s.Denies, s.First.Format(time.RFC3339), s.Last.Format(time.RFC3339), s.LastHash)
 	}
+	if len(cps) > 0 {
+		latest := cps[0]
+		signed := 0
+		for _, cp := range cps {
+			if cp.Count > latest.Count {
+				latest = cp
+			}
+			if cp.Signature != "" {
+				signed++
+			}
+		}
+		fmt.Fprintf(stdout, "%d checkpoints hold, the furthest at %d records (%s, %s)\n",
+			len(cps), latest.Count, latest.Time.UTC().Format(time.RFC3339), latest.Source)
+		switch {
+		case keys != nil:
+			fmt.Fprintln(stdout, "every checkpoint's signature verified with the JWKS")
+		case signed > 0:
+			fmt.Fprintf(stdout, "%d checkpoints are signed; signatures not checked (pass --jwks FILE|URL)\n", signed)
+		default:
+			fmt.Fprintln(stdout, "checkpoints are unsigned (the broker has no token signing key)")
+		}
+	}
 	return exitOK
+}
+
+// readCheckpointLog reads the checkpoints in the log at path, "-" for stdin.
+func readCheckpointLog(path string) ([]audit.Checkpoint, error) {
+	if path == "-" {
+		return audit.ReadCheckpoints(os.Stdin, "stdin")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--checkpoints: %w", err)
+	}
+	defer f.Close()
+	return audit.ReadCheckpoints(f, path)
+}
+
+// maxJWKSBytes bounds a JWKS read from a file or URL.
+const maxJWKSBytes = 1 << 20
+
+// loadJWKS reads a JWKS from a file, or from an https URL (http on
+// loopback only), such as the broker's /.well-known/jwks.json.
+func loadJWKS(from string) (*jose.JSONWebKeySet, error) {
+	var data []byte
+	if strings.HasPrefix(from, "https://") || strings.HasPrefix(from, "http://") {
+		u, err := url.Parse(from)
+		if err != nil || !urlcheck.Secure(u) {
+			return nil, fmt.Errorf("%s: want an https URL (http on localhost only)", from)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, from, nil)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", from, err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("fetch %w", err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("fetch %s: %s", from, resp.Status)
+		}
+		if data, err = io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1)); err != nil {
+			return nil, fmt.Errorf("fetch %s: %w", from, err)
+		}
+	} else {
+		f, err := os.Open(from)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if data, err = io.ReadAll(io.LimitReader(f, maxJWKSBytes+1)); err != nil {
+			return nil, err
+		}
+	}
+	if len(data) > maxJWKSBytes {
+		return nil, fmt.Errorf("%s: larger than %d bytes", from, maxJWKSBytes)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(data, &set); err != nil {
+		return nil, fmt.Errorf("%s: not a JWKS: %w", from, err)
+	}
+	if len(set.Keys) == 0 {
+		return nil, fmt.Errorf("%s: the JWKS holds no keys", from)
+	}
+	return &set, nil
+}
+
+// printErrors prints each of a joined error's parts on its own line.
+func printErrors(w io.Writer, prefix string, err error) {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			printErrors(w, prefix, e)
+		}
+		return
+	}
+	fmt.Fprintf(w, "%s%v\n", prefix, err)
 }
 
 func runAuditReport(args []string, stdout, stderr io.Writer) int {

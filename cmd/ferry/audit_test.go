@@ -109,6 +109,7 @@ func TestAuditUsageErrors(t *testing.T) {
 		{"verify without a file", []string{"verify"}},
 		{"verify with two files", []string{"verify", log, log}},
 		{"verify with an unknown flag", []string{"verify", "--fast", log}},
+		{"verify with --jwks but no --checkpoints", []string{"verify", log, "--jwks", log}},
 		{"report without a file", []string{"report"}},
 		{"report in an unknown format", []string{"report", log, "--format", "yaml"}},
 		{"report with a negative window", []string{"report", log, "--window", "-1h"}},

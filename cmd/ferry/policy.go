@@ -101,16 +101,16 @@ func (pf *policyFlags) parse(args []string) (dir string, code int, done bool) {
 }
 
 func (pf *policyFlags) options() trust.LoadOptions {
-	opts := trust.LoadOptions{Kinds: registry.Kinds(), Platforms: registry.Platforms()}
-	if pf.issuers == "" {
-		return opts
-	}
-	for _, n := range strings.Split(pf.issuers, ",") {
-		if n = strings.TrimSpace(n); n != "" {
-			opts.Issuers = append(opts.Issuers, n)
+	var names []string
+	if pf.issuers != "" {
+		names = []string{}
+		for _, n := range strings.Split(pf.issuers, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				names = append(names, n)
+			}
 		}
 	}
-	return opts
+	return trust.LoadOptions{Issuers: names, Kinds: registry.Kinds(), Platforms: registry.Platforms()}
 }
 
 // policyParseInterspersed lets flags follow positional arguments, as in

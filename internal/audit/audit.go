@@ -1,8 +1,9 @@
 // Package audit writes and checks Ferry's audit log: one JSON record a line
 // for every decision, allow or deny, each chained to the one before it by a
 // SHA-256 hash so that an edited, removed or reordered line is detected (see
-// Verify). Records never hold a token, a secret key, a session token or an
-// access token.
+// Verify), and checkpoints of the chain's head logged elsewhere so that
+// records cut off the end are detected too (see Checkpointer). Records never
+// hold a token, a secret key, a session token or an access token.
 package audit
 
 import (
@@ -10,151 +11,122 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"regexp"
+	"slices"
 	"sync"
 	"time"
 )
 
-// Log appends records to a hash chain. It is safe for concurrent use: writes
-// are serialised because each record's hash depends on the one before.
+// Log appends records to a hash chain. It is safe for concurrent use.
 //
-// Durability: a file Log writes each record with one write(2) call and, by
-// default, fsyncs it before Write returns, so a decision that was acted on
-// (a credential handed out) is on disk even if the machine dies next.
-// BenchmarkWrite measured about 0.3 ms a record with the fsync against 8 µs
-// without (ext4 on a cloud VM): one process then tops out near 3,000
-// decisions a second, far above what exchanges that each wait on a cloud
-// provider reach. NoSync trades the guarantee away where losing the last
-// records in a power cut is acceptable. Close always syncs.
+// Durability, by group commit: Write returns only once its record is on disk
+// (write(2), then fsync), but records that arrive while an fsync is in
+// flight wait for the next one and share it. The first writer to find no
+// commit under way becomes the leader: it takes every queued record, chains
+// them in queue order, writes them with one write(2) and fsyncs once, then
+// wakes the others; a writer whose record came in meanwhile leads the next
+// commit. One fsync so covers as many decisions as arrived during the last
+// one, and a broker under load spends far fewer than one fsync a decision
+// (docs/performance.md has the figures). A failed write fails every Write
+// it covered; a failed fsync does too and leaves the Log refusing further
+// writes, since the kernel may have dropped the data while the file looks
+// whole.
+//
+// NoSync trades the fsync away where losing the last records in a power cut
+// is acceptable. Close always syncs.
 type Log struct {
 	mu     sync.Mutex
+	cond   *sync.Cond // broadcast whenever a commit ends
 	w      io.Writer
-	file   *os.File // nil unless the Log owns a file
+	file   *os.File     // nil unless the Log owns a file
+	fsync  func() error // file.Sync; tests may slow it or make it fail
 	sync   bool
-	size   int64 // the file's length after the last whole record
-	prev   string
-	broken error // set when a failed write may have left a partial line
-	closed bool
+	path   string
+	logger *slog.Logger
 	now    func() time.Time
+
+	// Guarded by mu; changed only when a commit ends.
+	size     int64  // the file's length after the last committed record
+	prev     string // the last committed record's hash
+	appended int64  // records committed by this Log
+	commits  int64  // write(2)+fsync rounds that committed records
+	broken   error  // set when a failed write or fsync may have left a partial line
+	closed   bool
+
+	queue    []*pending // records waiting for the next commit, in chain order
+	leading  bool       // a commit is under way (its leader works without mu)
+	leadBufs commitBuffers
+
+	base      baseCount // records in the file before Open
+	recovered *Recovery // what Open did to a torn tail, if anything
 }
+
+// pending is one Write waiting for the commit that covers it.
+type pending struct {
+	rec  Record
+	enc  []byte // rec encoded with a placeholder prev; see encode
+	done bool   // set, with err, when its commit ended
+	err  error
+}
+
+// commitBuffers are reused by successive leaders; only the current leader
+// touches them.
+type commitBuffers struct {
+	lines []byte
+	spare []*pending
+}
+
+// maxReusedBuffer caps what a Log keeps between commits, so one burst of
+// large records does not pin memory.
+const maxReusedBuffer = 1 << 20
 
 // Option configures Open.
 type Option func(*Log)
 
-// NoSync makes a file Log skip the fsync after each record; the OS still
+// NoSync makes a file Log skip the fsync after each commit; the OS still
 // writes the data out, and Close syncs.
 func NoSync() Option { return func(l *Log) { l.sync = false } }
 
+// WithLogger is where Open reports what it repaired (a torn final record it
+// set aside); by default nowhere.
+func WithLogger(logger *slog.Logger) Option { return func(l *Log) { l.logger = logger } }
+
+func newLog(w io.Writer, prev string) *Log {
+	l := &Log{w: w, prev: prev, now: time.Now, logger: slog.New(slog.DiscardHandler)}
+	l.cond = sync.NewCond(&l.mu)
+	l.base.known = true // nothing came before, unless Open says otherwise
+	return l
+}
+
 // New returns a Log that writes to w, chaining its first record to prev
 // (Genesis for a new chain). It never closes or syncs w.
-func New(w io.Writer, prev string) *Log {
-	return &Log{w: w, prev: prev, now: time.Now}
-}
+func New(w io.Writer, prev string) *Log { return newLog(w, prev) }
 
-// Open opens the audit log at path for appending, creating it with mode 0600.
-// When the file already holds records, the chain resumes from the last
-// line's hash; a file whose last line is incomplete or fails its own hash is
-// refused, since appending to it would fork the chain. Open checks only the
-// last line: `ferry audit verify` checks the whole file.
-//
-// The file is locked (flock) for as long as the Log is open, so two Ferry
-// processes cannot interleave two chains in one file.
-//
-// Path "-" writes to standard output, starting a new chain at Genesis.
-func Open(path string, opts ...Option) (*Log, error) {
-	if path == "-" {
-		l := New(os.Stdout, Genesis)
-		return l, nil
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open audit log: %w", err)
-	}
-	if err := lockFile(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("open audit log %s: %w", path, err)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("open audit log: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("open audit log %s: not a regular file", path)
-	}
-	prev, err := lastHash(f, fi.Size())
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("open audit log %s: %w", path, err)
-	}
-	l := &Log{w: f, file: f, sync: true, size: fi.Size(), prev: prev, now: time.Now}
-	for _, o := range opts {
-		o(l)
-	}
-	return l, nil
-}
+// Decisions returns the values a record's Decision may take. Write refuses
+// any other; this is the one place that lists them.
+func Decisions() []string { return []string{Allow, Deny} }
 
-// lastHash returns the hash of the file's last record, Genesis when the file
-// is empty. It reads backwards from the end, so reopening a large log costs
-// one line, not the whole file.
-func lastHash(f *os.File, size int64) (string, error) {
-	if size == 0 {
-		return Genesis, nil
+func checkDecision(d string) error {
+	if !slices.Contains(Decisions(), d) {
+		return fmt.Errorf("write audit record: decision %q is not one of %q", d, Decisions())
 	}
-	const chunk = 64 << 10
-	var tail []byte // the bytes from some offset to the end of the file
-	for off := size; ; {
-		n := int64(chunk)
-		if off < n {
-			n = off
-		}
-		off -= n
-		buf := make([]byte, n, int(n)+len(tail))
-		if _, err := f.ReadAt(buf, off); err != nil {
-			return "", fmt.Errorf("read last record: %w", err)
-		}
-		tail = append(buf, tail...)
-		if tail[len(tail)-1] != '\n' {
-			return "", errors.New("last line is incomplete (no trailing newline): the file may have been truncated; check it with `ferry audit verify`")
-		}
-		body := tail[:len(tail)-1]
-		start := -1
-		for i := len(body) - 1; i >= 0; i-- {
-			if body[i] == '\n' {
-				start = i + 1
-				break
-			}
-		}
-		if start < 0 && off > 0 {
-			if int64(len(body)) > MaxLineBytes {
-				return "", fmt.Errorf("last line is longer than %d bytes", MaxLineBytes)
-			}
-			continue
-		}
-		if start < 0 {
-			start = 0
-		}
-		_, hash, reason := checkLine(body[start:])
-		if reason != "" {
-			return "", fmt.Errorf("last record is corrupt: %s; check it with `ferry audit verify`", reason)
-		}
-		return hash, nil
-	}
+	return nil
 }
 
 // Write completes r — Time (UTC now when zero), Prev and Hash — appends it
-// as one line and returns it as written. A Decision other than Allow or Deny
-// is refused. Reason and Error are scrubbed of anything shaped like a JWT, in
-// case an upstream message echoed one.
+// as one line and returns it as written, once the commit that covers it is
+// on disk. A Decision not in Decisions() is refused. Reason and Error are
+// scrubbed of anything shaped like a JWT, in case an upstream message
+// echoed one.
 //
 // ctx is accepted for sinks that may block; a cancelled context does not
 // stop a decision from being recorded.
 func (l *Log) Write(ctx context.Context, r Record) (Record, error) {
 	_ = ctx
-	if r.Decision != Allow && r.Decision != Deny {
-		return Record{}, fmt.Errorf("write audit record: decision %q is neither %q nor %q", r.Decision, Allow, Deny)
+	if err := checkDecision(r.Decision); err != nil {
+		return Record{}, err
 	}
 	r.Reason = redact(r.Reason)
 	r.Error = redact(r.Error)
@@ -172,49 +144,117 @@ func (l *Log) Write(ctx context.Context, r Record) (Record, error) {
 	if l.broken != nil {
 		return Record{}, fmt.Errorf("write audit record: log unusable after an earlier failed write: %w", l.broken)
 	}
+	// Time is taken under the lock, in queue order, so the file's records
+	// are in time order as well as chain order.
 	if r.Time.IsZero() {
 		r.Time = l.now()
 	}
 	r.Time = r.Time.UTC()
-	line, err := seal(&r, l.prev)
+	enc, err := encode(&r)
 	if err != nil {
 		return Record{}, err
 	}
-	n, err := l.w.Write(line)
-	if err == nil && n < len(line) {
+	p := &pending{rec: r, enc: enc}
+	l.queue = append(l.queue, p)
+	for !p.done {
+		if l.leading {
+			l.cond.Wait()
+			continue
+		}
+		l.commit()
+	}
+	if p.err != nil {
+		return Record{}, p.err
+	}
+	return p.rec, nil
+}
+
+// commit writes and syncs every queued record as one batch. It is called
+// with mu held and no commit under way, and returns with mu held; it drops
+// mu while it writes, so that new records queue up for the next commit.
+func (l *Log) commit() {
+	batch := l.queue
+	l.queue = l.leadBufs.spare[:0]
+	l.leading = true
+	prev, size, broken := l.prev, l.size, l.broken
+	l.mu.Unlock()
+
+	n, head, err, fatal := l.writeBatch(batch, prev, size, broken)
+
+	l.mu.Lock()
+	l.leading = false
+	switch {
+	case err == nil:
+		l.prev = head
+		l.size += int64(n)
+		l.appended += int64(len(batch))
+		l.commits++
+	case fatal && l.broken == nil:
+		l.broken = err
+	}
+	for _, p := range batch {
+		p.done = true
+		if err != nil {
+			p.err = err
+		}
+		p.enc = nil
+	}
+	clear(batch)
+	if cap(batch) <= maxReusedBuffer/8 {
+		l.leadBufs.spare = batch[:0]
+	}
+	l.cond.Broadcast()
+}
+
+// writeBatch chains batch onto prev and writes it. It returns the bytes
+// written, the new head's hash and, on failure, the error every record of
+// the batch gets, and whether the Log must stop (fatal).
+func (l *Log) writeBatch(batch []*pending, prev string, size int64, broken error) (n int, head string, err error, fatal bool) {
+	if broken != nil {
+		return 0, "", fmt.Errorf("write audit record: log unusable after an earlier failed write: %w", broken), false
+	}
+	buf := l.leadBufs.lines[:0]
+	head = prev
+	for _, p := range batch {
+		var hash string
+		buf, hash = appendSealed(buf, p.enc, head)
+		p.rec.Prev, p.rec.Hash = head, hash
+		head = hash
+	}
+	if cap(buf) <= maxReusedBuffer {
+		l.leadBufs.lines = buf[:0]
+	} else {
+		l.leadBufs.lines = nil
+	}
+	n, err = l.w.Write(buf)
+	if err == nil && n < len(buf) {
 		err = io.ErrShortWrite
 	}
 	if err != nil {
-		l.recover(n, err)
-		return Record{}, fmt.Errorf("write audit record: %w", err)
+		return n, "", fmt.Errorf("write audit record: %w", err), !l.undo(n, size)
 	}
 	if l.file != nil && l.sync {
-		if err := l.file.Sync(); err != nil {
-			// After a failed fsync the kernel may have dropped the line
+		if err := l.fsync(); err != nil {
+			// After a failed fsync the kernel may have dropped the lines
 			// while the file still looks whole: stop writing rather than
-			// chain onto a record that may not exist.
-			l.broken = err
-			return Record{}, fmt.Errorf("sync audit log: %w", err)
+			// chain onto records that may not exist.
+			return n, "", fmt.Errorf("sync audit log: %w", err), true
 		}
 	}
-	l.prev = r.Hash
-	l.size += int64(n)
-	return r, nil
+	return n, head, nil, false
 }
 
-// recover undoes a failed write so the file never keeps a partial line; when
-// that is impossible the Log refuses further writes rather than chain new
-// records onto a torn one.
-func (l *Log) recover(n int, err error) {
+// undo removes what a failed write of n bytes left behind, so the file never
+// keeps a partial line, and reports whether that worked. When it cannot, the
+// Log refuses further writes rather than chain new records onto a torn one.
+func (l *Log) undo(n int, size int64) bool {
 	if n == 0 && l.file == nil {
-		return // nothing reached the writer
+		return true // nothing reached the writer
 	}
 	if l.file != nil {
-		if terr := l.file.Truncate(l.size); terr == nil {
-			return
-		}
+		return l.file.Truncate(size) == nil
 	}
-	l.broken = err
+	return false
 }
 
 // Sync flushes a file Log to disk. It does nothing for other writers.
@@ -230,7 +270,7 @@ func (l *Log) Sync() error {
 	return nil
 }
 
-// LastHash returns the hash of the last record written (or the chain's
+// LastHash returns the hash of the last record committed (or the chain's
 // starting prev when none was).
 func (l *Log) LastHash() string {
 	l.mu.Lock()
@@ -238,8 +278,17 @@ func (l *Log) LastHash() string {
 	return l.prev
 }
 
-// Close syncs and closes a file Log and releases its lock. Further writes
-// fail. Close of a Log made by New or for "-" closes nothing.
+// Path is the file the Log appends to: "" for a Log made by New, "-" for
+// standard output.
+func (l *Log) Path() string { return l.path }
+
+// Recovered says what Open did to the file's torn final record, nil when
+// the file ended cleanly.
+func (l *Log) Recovered() *Recovery { return l.recovered }
+
+// Close commits what is queued, syncs and closes a file Log and releases its
+// lock. Further writes fail. Close of a Log made by New or for "-" closes
+// nothing.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -247,6 +296,13 @@ func (l *Log) Close() error {
 		return nil
 	}
 	l.closed = true
+	for l.leading || len(l.queue) > 0 {
+		if l.leading {
+			l.cond.Wait()
+			continue
+		}
+		l.commit()
+	}
 	if l.file == nil {
 		return nil
 	}

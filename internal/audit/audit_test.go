@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ferry-broker/ferry/internal/claims"
-	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -235,13 +234,20 @@ func TestOpenRefusesALogItCouldNotContinue(t *testing.T) {
 		mangle func(lines []string) string
 		want   string
 	}{
-		{"a last line cut short", func(l []string) string { return strings.Join(l, "")[:len(strings.Join(l, ""))-20] }, "incomplete"},
-		{"a last line without its newline", func(l []string) string { return strings.TrimSuffix(strings.Join(l, ""), "\n") }, "incomplete"},
 		{"a last line that was edited", func(l []string) string {
 			l[len(l)-1] = strings.Replace(l[len(l)-1], `"decision":"deny"`, `"decision":"allow"`, 1)
 			return strings.Join(l, "")
 		}, "hash mismatch"},
 		{"a last line that is not JSON", func(l []string) string { return strings.Join(l, "") + "garbage\n" }, "not valid JSON"},
+		{"a torn tail after an edited last line", func(l []string) string {
+			l[len(l)-1] = strings.Replace(l[len(l)-1], `"decision":"deny"`, `"decision":"allow"`, 1)
+			return strings.Join(l, "") + `{"time":"2026-`
+		}, "hash mismatch"},
+		{"an unterminated tail that does not start like a record", func(l []string) string { return strings.Join(l, "") + "garbage" }, "do not start like a record"},
+		{"a file that is not an audit log at all", func([]string) string { return "#!/bin/sh\necho hello" }, "not valid JSON"},
+		{"an unterminated tail longer than any record", func(l []string) string {
+			return strings.Join(l, "") + "{" + strings.Repeat("x", MaxLineBytes)
+		}, "more than any record"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -358,11 +364,11 @@ func TestVerifyNamesTheFirstBrokenLine(t *testing.T) {
 		{"a last line cut short is caught", func(l []string) []string {
 			l[5] = l[5][:len(l[5])/2]
 			return l
-		}, 6, "incomplete last line"},
+		}, 6, "incomplete final record"},
 		{"a last line without its newline is caught", func(l []string) []string {
 			l[5] = strings.TrimSuffix(l[5], "\n")
 			return l
-		}, 6, "incomplete last line"},
+		}, 6, "incomplete final record"},
 		{"a line cut short in the middle is caught", func(l []string) []string {
 			l[2] = l[2][:40] + "\n"
 			return l
@@ -623,11 +629,17 @@ func FuzzVerify(f *testing.F) {
 	f.Add([]byte(strings.Replace(valid, "deny", "allow", 1)))
 	f.Add([]byte(`{"time":"x","prev":null,"hash":""}` + "\n"))
 	f.Add([]byte(`,"hash":"` + Genesis + `"}` + "\n"))
+	f.Add([]byte(valid + valid))                           // a chain that restarts
+	f.Add([]byte(strings.Replace(valid, "\n", "\r\n", 1))) // a line ending another system wrote
+	f.Add([]byte(strings.Replace(valid, `"hash":"`, `"hash" :"`, 1)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := Verify(bytes.NewReader(data))
 		if err == nil {
 			if want := bytes.Count(data, []byte("\n")); s.Records != want {
 				t.Errorf("intact log of %d lines reported %d records", want, s.Records)
+			}
+			if hashes, ok := chainOracle(data, Genesis); !ok || len(hashes) != s.Records || (s.Records > 0 && hashes[s.Records-1] != s.LastHash) {
+				t.Fatalf("Verify passed a log that does not chain:\n%q", data)
 			}
 			if s.Allows+s.Denies > s.Records {
 				t.Errorf("summary %+v counts more decisions than records", s)
@@ -639,40 +651,4 @@ func FuzzVerify(f *testing.F) {
 			t.Errorf("Report of in-memory bytes: %v", err)
 		}
 	})
-}
-
-func BenchmarkWrite(b *testing.B) {
-	cases := []struct {
-		name string
-		open func(b *testing.B) *Log
-	}{
-		{"file, fsync each record (default)", func(b *testing.B) *Log {
-			l, err := Open(filepath.Join(b.TempDir(), "audit.log"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			return l
-		}},
-		{"file, NoSync", func(b *testing.B) *Log {
-			l, err := Open(filepath.Join(b.TempDir(), "audit.log"), NoSync())
-			if err != nil {
-				b.Fatal(err)
-			}
-			return l
-		}},
-		{"io.Discard", func(*testing.B) *Log { return New(io.Discard, Genesis) }},
-	}
-	for _, c := range cases {
-		b.Run(c.name, func(b *testing.B) {
-			l := c.open(b)
-			defer l.Close()
-			r := sample(1)
-			ctx := context.Background()
-			for b.Loop() {
-				if _, err := l.Write(ctx, r); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
 }

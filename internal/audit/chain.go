@@ -57,29 +57,42 @@ func chainHash(prev string, blanked []byte) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// seal fills r.Prev and r.Hash and returns the line to write, '\n' included.
-func seal(r *Record, prev string) ([]byte, error) {
-	r.Prev = prev
-	r.Hash = ""
+// prevPlaceholder is where encode leaves room for the prev hash, which only
+// the commit that chains the record knows.
+const prevPlaceholder = `,"prev":"` + Genesis + `"` + hashKey + blankHash
+
+// encode marshals r as its line will read, except that prev is Genesis and
+// the hash is blank: the costly part of sealing a record, done before the
+// record joins the commit queue. appendSealed finishes the line.
+func encode(r *Record) ([]byte, error) {
+	r.Prev, r.Hash = Genesis, ""
 	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("encode audit record: %w", err)
 	}
-	if !bytes.HasSuffix(b, []byte(hashKey+blankHash)) {
+	if !bytes.HasSuffix(b, []byte(prevPlaceholder)) {
 		// Only a change to Record's field order can cause this.
-		return nil, errors.New("encode audit record: hash is not the last member")
+		return nil, errors.New("encode audit record: prev and hash are not the last members")
 	}
-	r.Hash = chainHash(prev, b)
-	line := make([]byte, 0, len(b)+64+1)
-	line = append(line, b[:len(b)-len(blankHash)]...)
-	line = append(line, '"')
-	line = append(line, r.Hash...)
-	line = append(line, `"}`...)
-	line = append(line, '\n')
-	if len(line) > MaxLineBytes {
-		return nil, fmt.Errorf("encode audit record: line of %d bytes exceeds the %d byte limit", len(line), MaxLineBytes)
+	r.Prev = ""
+	if n := len(b) + 64 + 1; n > MaxLineBytes {
+		return nil, fmt.Errorf("encode audit record: line of %d bytes exceeds the %d byte limit", n, MaxLineBytes)
 	}
-	return line, nil
+	return b, nil
+}
+
+// appendSealed appends to dst the line of the record encoded as enc,
+// chained to prev ('\n' included), and returns it with the record's hash.
+func appendSealed(dst, enc []byte, prev string) ([]byte, string) {
+	start := len(dst)
+	dst = append(dst, enc...)
+	copy(dst[len(dst)-len(`"`+hashKey+blankHash)-64:], prev)
+	hash := chainHash(prev, dst[start:])
+	dst = append(dst[:len(dst)-len(blankHash)], '"')
+	dst = append(dst, hash...)
+	dst = append(dst, `"}`...)
+	dst = append(dst, '\n')
+	return dst, hash
 }
 
 // lineFields are the members of a line that verification and reports read.

@@ -12,6 +12,10 @@ import (
 type ChainError struct {
 	Line   int    // 1-based
 	Reason string // e.g. "hash mismatch (record edited)"
+	// Incomplete marks a final line without its newline: the trace of a
+	// write cut short (a crash), which `ferry serve` repairs on start,
+	// rather than of an edit. The lines before it verified.
+	Incomplete bool
 }
 
 func (e *ChainError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Reason) }
@@ -36,10 +40,21 @@ func Verify(r io.Reader) (Summary, error) { return VerifyFrom(r, Genesis) }
 // VerifyFrom is Verify for a log that continues a chain: its first record's
 // prev must be prev (a Log made by New with that prev).
 func VerifyFrom(r io.Reader, prev string) (Summary, error) {
+	s, err := verify(r, prev, nil)
+	if err != nil {
+		return Summary{}, err
+	}
+	return s, nil
+}
+
+// verify checks the chain from prev, calling atRecord (when not nil) with
+// each record's number and hash as soon as it verified. On a break it
+// returns the Summary of the records before it.
+func verify(r io.Reader, prev string, atRecord func(n int, hash string)) (Summary, error) {
 	s := Summary{LastHash: prev}
 	err := eachLine(r, func(n int, line []byte, reason string) error {
 		if reason != "" {
-			return &ChainError{Line: n, Reason: reason}
+			return &ChainError{Line: n, Reason: reason, Incomplete: reason == reasonIncomplete}
 		}
 		f, hash, reason := checkLine(line)
 		if reason != "" {
@@ -63,13 +78,16 @@ func VerifyFrom(r io.Reader, prev string) (Summary, error) {
 		}
 		s.Records++
 		s.LastHash = hash
+		if atRecord != nil {
+			atRecord(s.Records, hash)
+		}
 		return nil
 	})
-	if err != nil {
-		return Summary{}, err
-	}
-	return s, nil
+	return s, err
 }
+
+// reasonIncomplete is the reason given for a final line without its newline.
+const reasonIncomplete = "incomplete final record (no trailing newline): a write cut short, as by a crash; `ferry serve` repairs the end of the file when it next opens it"
 
 // eachLine calls fn with every line of r (without its '\n') and its 1-based
 // number, stopping at fn's first error. A line that cannot be a record — an
@@ -100,7 +118,7 @@ func eachLine(r io.Reader, fn func(n int, line []byte, broken string) error) err
 		case err == io.EOF && len(line) == 0:
 			return nil
 		case err == io.EOF:
-			reason = "incomplete last line (no trailing newline: truncated write?)"
+			reason = reasonIncomplete
 		case tooLong:
 			reason = fmt.Sprintf("line longer than %d bytes", MaxLineBytes)
 		case len(line) == 1:

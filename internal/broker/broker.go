@@ -44,6 +44,7 @@ type Broker struct {
 	policies *policystore.Store
 	verifier *identity.Pool
 	audit    *audit.Log
+	auditCPs *audit.Checkpointer
 	replay   replay.Store
 	minters  map[string]grant.Minter
 	service  *exchange.Service
@@ -81,7 +82,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Broker, err err
 	if b.replay, err = openReplay(ctx, cfg.Replay); err != nil {
 		return nil, err
 	}
-	if b.audit, err = audit.Open(cfg.Audit.Path); err != nil {
+	if b.audit, err = audit.Open(cfg.Audit.Path, audit.WithLogger(logger)); err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
 	if b.minters, err = openMinters(ctx, kinds, grant.Env{Config: cfg, Logger: logger}, o.Minters); err != nil {
@@ -93,6 +94,9 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Broker, err err
 		Verifier: b.verifier, Policies: b.policies, Replay: b.replay, Audit: b.audit,
 		Kinds: kinds, Minters: b.minters, Platforms: platforms,
 		Logger: logger, Metrics: exchange.NewMetrics(b.policies.Known),
+	}
+	if b.auditCPs, err = startCheckpoints(b.audit, logger, b.minters); err != nil {
+		return nil, err
 	}
 	if b.service, err = exchange.New(deps); err != nil {
 		return nil, err
@@ -231,6 +235,9 @@ func (b *Broker) Serve(ctx context.Context, ln net.Listener) error {
 // Close releases files and connections.
 func (b *Broker) Close() error {
 	var errs []error
+	if b.auditCPs != nil {
+		b.auditCPs.Stop() // the final checkpoint, once no more records come
+	}
 	if b.audit != nil {
 		errs = append(errs, b.audit.Close())
 	}

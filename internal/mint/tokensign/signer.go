@@ -2,6 +2,7 @@ package tokensign
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -132,6 +133,12 @@ func validateIssuer(issuer string) error {
 		return fmt.Errorf("issuer %q must use https (plain http is allowed on localhost only)", issuer)
 	}
 	return nil
+}
+
+// SigningKey is the active key, for what else the broker signs with the
+// key it publishes (its audit checkpoints).
+func (s *Signer) SigningKey() (key crypto.Signer, kid, alg string) {
+	return s.active.Signer, s.active.ID, string(s.active.Alg)
 }
 
 // Issuer is the iss of every token and the discovery document.

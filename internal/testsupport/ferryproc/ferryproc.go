@@ -166,6 +166,20 @@ func (s *Server) Stop(t *testing.T) {
 	}
 }
 
+// Kill ends the broker with SIGKILL, as a crash or the OOM killer would:
+// no shutdown runs. It waits for the process to be gone.
+func (s *Server) Kill(t *testing.T) {
+	t.Helper()
+	if err := s.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("ferry serve did not die on SIGKILL")
+	}
+}
+
 // lockedBuffer collects lines written by the reader goroutine while tests
 // read them.
 type lockedBuffer struct {
