@@ -6,6 +6,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/ferry-broker/ferry/internal/claims"
 )
 
 // The benchmarks compare Pool.Verify with the least any verifier must do
@@ -85,4 +87,21 @@ func BenchmarkVerifyVsBare(b *testing.B) {
 	b.ReportMetric(float64(pool.Nanoseconds())/float64(n), "verify-ns/op")
 	b.ReportMetric(float64(bare.Nanoseconds())/float64(n), "bare-ns/op")
 	b.ReportMetric(float64(pool)/float64(bare), "ratio")
+}
+
+// BenchmarkClaimsParse is claims.Parse alone on the same token's payload:
+// how much of Verify's cost above the bare check is decoding the claims.
+func BenchmarkClaimsParse(b *testing.B) {
+	_, raw := benchToken(b)
+	jws, err := jose.ParseSignedCompact(raw, asymmetricAlgs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	payload := jws.UnsafePayloadWithoutVerification()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := claims.Parse(payload); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

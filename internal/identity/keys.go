@@ -276,34 +276,14 @@ func (k *keySet) getJSON(ctx context.Context, url string, v any) error {
 	return nil
 }
 
-// resolvedKey carries a token's parsed JWS and candidate keys from
-// Pool.Verify to keySet.VerifySignature through go-oidc, which calls the
-// key set with the raw token only.
-type resolvedKey struct{}
-
-// resolved is one token's signature check. Pool.Verify looks the keys up
-// itself, since that may fetch and fail with typed errors that go-oidc
-// would flatten into text; go-oidc then only checks the signature.
-type resolved struct {
-	jws     *jose.JSONWebSignature
-	keys    []jose.JSONWebKey
-	payload []byte // set once a key verified the signature
-	sigErr  error  // set when no key did
-}
-
-// VerifySignature implements oidc.KeySet for the token Pool.Verify
-// resolved keys for; any other call fails closed.
-func (k *keySet) VerifySignature(ctx context.Context, _ string) ([]byte, error) {
-	r, ok := ctx.Value(resolvedKey{}).(*resolved)
-	if !ok {
-		return nil, errors.New("identity: key set used outside Pool.Verify")
-	}
-	for _, key := range r.keys {
-		if payload, err := r.jws.Verify(key.Key); err == nil {
-			r.payload = payload
+// verifySignature checks the token's one signature with each candidate key
+// (more than one only when the token names no kid) and returns the payload
+// the signature covers.
+func verifySignature(jws *jose.JSONWebSignature, keys []jose.JSONWebKey) ([]byte, error) {
+	for _, key := range keys {
+		if payload, err := jws.Verify(key.Key); err == nil {
 			return payload, nil
 		}
 	}
-	r.sigErr = fmt.Errorf("no key of issuer %q verifies the signature (tried %d)", k.issuer, len(r.keys))
-	return nil, r.sigErr
+	return nil, fmt.Errorf("no key verifies the signature (tried %d)", len(keys))
 }
