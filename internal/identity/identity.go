@@ -4,6 +4,27 @@
 // asymmetric signatures only, the exact configured issuer and its own keys,
 // a configured audience, exp/nbf/iat within at most 60 s of skew, and a jti
 // so the broker can make the token single-use.
+//
+// Keys and discovery are this package's own (keys.go, refresh.go) rather
+// than go-oidc's RemoteKeySet: the broker needs what that cache does not
+// give it: a refetch on an unknown kid rate-limited per issuer, a scheduled
+// refetch that honours Cache-Control, the last good keys kept through an
+// outage, typed errors that become 401 or 503 with Retry-After, size
+// limits on what an issuer sends, and per-issuer freshness for /metrics
+// and /readyz.
+//
+// Verification does not run go-oidc's IDTokenVerifier per token either.
+// It parsed the JWS a second time and decoded the claims into a struct of
+// its own besides Ferry's decode, which cost about a third of Verify (see
+// docs/performance.md, "Token verification"). Verify instead makes every
+// check go-oidc made, with Ferry's stricter ones on top: compact JWS with
+// exactly one signature by an allowed asymmetric algorithm, the signature
+// by a key of the issuer named by the token's one decoded iss, iss equal
+// to that configured issuer, and the claim types go-oidc decoded (see
+// checkRegistered). go-oidc stays the reference in the tests
+// (oidc_test.go): a table and a fuzz target sign payloads with a real key
+// and check that Verify never accepts a token go-oidc refuses and reads
+// the same registered claims when both accept.
 package identity
 
 import (
