@@ -69,6 +69,11 @@ type Options struct {
 	// so that tokens with made-up kids cannot make the broker hammer it;
 	// 30s when zero.
 	MinRefresh time.Duration
+	// RefreshInterval is the most time between two scheduled key fetches
+	// of one issuer (see Run): 15m when zero, and more is refused, so a
+	// key an issuer withdraws stops verifying within it. A shorter
+	// Cache-Control max-age on the JWKS shortens it, down to MinRefresh.
+	RefreshInterval time.Duration
 	// Logger receives key refresh failures; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -79,6 +84,7 @@ const (
 	MaxLeeway            = 60 * time.Second
 	DefaultMaxTokenBytes = 16 << 10
 	DefaultMinRefresh    = 30 * time.Second
+	MaxRefreshInterval   = 15 * time.Minute
 	defaultHTTPTimeout   = 10 * time.Second
 )
 
@@ -151,8 +157,10 @@ func NewPool(cfgs []IssuerConfig, opts Options) (*Pool, error) {
 			jwksURL:    cfg.JWKSURL,
 			client:     opts.HTTPClient,
 			minRefresh: opts.MinRefresh,
+			interval:   opts.RefreshInterval,
 			now:        opts.Now,
 			log:        opts.Logger,
+			after:      time.After,
 		}
 		is := &issuer{cfg: cfg, keys: keys}
 		p.issuers = append(p.issuers, is)
@@ -184,6 +192,17 @@ func (o *Options) fill() error {
 		return fmt.Errorf("identity: min refresh %s is negative", o.MinRefresh)
 	case o.MinRefresh == 0:
 		o.MinRefresh = DefaultMinRefresh
+	}
+	switch {
+	case o.RefreshInterval < 0:
+		return fmt.Errorf("identity: refresh interval %s is negative", o.RefreshInterval)
+	case o.RefreshInterval > MaxRefreshInterval:
+		return fmt.Errorf("identity: refresh interval %s is more than the %s allowed", o.RefreshInterval, MaxRefreshInterval)
+	case o.RefreshInterval == 0:
+		o.RefreshInterval = MaxRefreshInterval
+	}
+	if o.MinRefresh > o.RefreshInterval {
+		return fmt.Errorf("identity: min refresh %s is more than the refresh interval %s", o.MinRefresh, o.RefreshInterval)
 	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{Timeout: defaultHTTPTimeout}
@@ -358,7 +377,8 @@ func (p *Pool) Ready(ctx context.Context) error {
 // Readiness is Ready for a load balancer: the pool is ready while any
 // issuer's tokens can be verified, since one platform's outage must not take
 // every replica out of service for the others. problems names each issuer
-// that is down; err is set only when all are.
+// that is down, and each whose last key fetch failed (its tokens still
+// verify, with the keys from before); err is set only when all are down.
 func (p *Pool) Readiness(ctx context.Context) (problems []string, err error) {
 	down := p.down(ctx)
 	if len(down) == len(p.issuers) {
@@ -366,6 +386,11 @@ func (p *Pool) Readiness(ctx context.Context) (problems []string, err error) {
 	}
 	for _, e := range down {
 		problems = append(problems, e.Error())
+	}
+	for _, is := range p.issuers {
+		if msg := is.keys.staleProblem(); msg != "" {
+			problems = append(problems, msg)
+		}
 	}
 	return problems, nil
 }
