@@ -92,6 +92,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Broker, err err
 		Verifier: b.verifier, Policies: b.policies, Replay: b.replay, Audit: b.audit,
 		Logger: logger, Metrics: exchange.NewMetrics(b.policies.Known),
 	}
+	deps.Metrics.Registry.MustRegister(b.verifier.Collector())
 	if deps.AWS, err = awssts.New(ctx); err != nil {
 		logger.Warn("AWS minter unavailable; aws grants will be refused", "err", err)
 		deps.AWS = nil
@@ -221,6 +222,7 @@ func (b *Broker) Serve(ctx context.Context, ln net.Listener) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go b.policies.Watch(watchCtx, time.Duration(b.cfg.PolicyReload), hup)
+	go b.verifier.Run(watchCtx) // scheduled issuer key refetches
 
 	// Fetch issuer keys now, so the first pipeline does not wait on it; an
 	// issuer that is down is retried on demand and reported by /readyz.
