@@ -153,6 +153,8 @@ func TestVerifyRefusesEveryTokenGoOIDCRefuses(t *testing.T) {
 		{"a null exp is refused", base(map[string]any{"exp": nil}), true, `claim "exp" must be a number, got null`},
 		{"a null iat is refused", base(map[string]any{"iat": nil}), true, `claim "iat" must be a number, got null`},
 		{"a boolean iat is refused", base(map[string]any{"iat": true}), true, `claim "iat" must be a number`},
+		{"an exp sent as a numeric string is refused (go-oidc accepted it)", base(map[string]any{"exp": "4102444800"}), false, `claim "exp" must be a number, got string`},
+		{"a null nbf is refused (go-oidc accepted it)", base(map[string]any{"nbf": nil}), false, `claim "nbf" must be a number, got null`},
 		{"an object nbf is refused", base(map[string]any{"nbf": map[string]any{}}), true, `claim "nbf" must be a number`},
 		{"a numeric aud is refused", base(map[string]any{"aud": 5}), true, `claim "aud" must be a string or list of strings`},
 		{"an aud list holding a number is refused", base(map[string]any{"aud": []any{"ferry", 5}}), true, `claim "aud" must be a string or list of strings`},
