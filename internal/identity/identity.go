@@ -6,12 +6,13 @@
 // so the broker can make the token single-use.
 //
 // Keys and discovery are this package's own (keys.go, refresh.go) rather
-// than go-oidc's RemoteKeySet: the broker needs what that cache does not
-// give it: a refetch on an unknown kid rate-limited per issuer, a scheduled
-// refetch that honours Cache-Control, the last good keys kept through an
-// outage, typed errors that become 401 or 503 with Retry-After, size
-// limits on what an issuer sends, and per-issuer freshness for /metrics
-// and /readyz.
+// than go-oidc's NewProvider and RemoteKeySet, which give the broker none
+// of what it needs: a refetch on an unknown kid rate-limited per issuer, a
+// scheduled refetch that honours Cache-Control, the last good keys kept
+// through an outage, typed errors that become 401 or 503 with
+// Retry-After, and per-issuer freshness for /metrics and /readyz. They
+// also read an issuer's responses without a size bound and quote a failed
+// response's body in their errors.
 //
 // Verification does not run go-oidc's IDTokenVerifier per token either.
 // It parsed the JWS a second time and decoded the claims into a struct of
