@@ -95,6 +95,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Broker, err err
 		Kinds: kinds, Minters: b.minters, Platforms: platforms,
 		Logger: logger, Metrics: exchange.NewMetrics(b.policies.Known),
 	}
+	deps.Metrics.Registry.MustRegister(b.verifier.Collector())
 	if b.auditCPs, err = startCheckpoints(b.audit, logger, b.minters); err != nil {
 		return nil, err
 	}
@@ -205,6 +206,7 @@ func (b *Broker) Serve(ctx context.Context, ln net.Listener) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go b.policies.Watch(watchCtx, time.Duration(b.cfg.PolicyReload), hup)
+	go b.verifier.Run(watchCtx) // scheduled issuer key refetches
 
 	// Fetch issuer keys now, so the first pipeline does not wait on it; an
 	// issuer that is down is retried on demand and reported by /readyz.

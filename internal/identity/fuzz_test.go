@@ -60,20 +60,3 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
-
-// BenchmarkVerify measures verifying a valid GitHub token with its
-// issuer's keys cached: the per-request cost of the broker's first step.
-func BenchmarkVerify(b *testing.B) {
-	e := newEnv(b, Options{})
-	ctx := context.Background()
-	raw := sign(b, e.github, sample(b, "github-push-main"))
-	if _, err := e.pool.Verify(ctx, raw); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := e.pool.Verify(ctx, raw); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

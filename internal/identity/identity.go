@@ -4,20 +4,40 @@
 // asymmetric signatures only, the exact configured issuer and its own keys,
 // a configured audience, exp/nbf/iat within at most 60 s of skew, and a jti
 // so the broker can make the token single-use.
+//
+// Keys and discovery are this package's own (keys.go, refresh.go) rather
+// than go-oidc's NewProvider and RemoteKeySet, which give the broker none
+// of what it needs: a refetch on an unknown kid rate-limited per issuer, a
+// scheduled refetch that honours Cache-Control, the last good keys kept
+// through an outage, typed errors that become 401 or 503 with
+// Retry-After, and per-issuer freshness for /metrics and /readyz. They
+// also read an issuer's responses without a size bound and quote a failed
+// response's body in their errors.
+//
+// Verification does not run go-oidc's IDTokenVerifier per token either.
+// It parsed the JWS a second time and decoded the claims into a struct of
+// its own besides Ferry's decode, which cost about a third of Verify (see
+// docs/performance.md, "Token verification"). Verify instead makes every
+// check go-oidc made, with Ferry's stricter ones on top: compact JWS with
+// exactly one signature by an allowed asymmetric algorithm, the signature
+// by a key of the issuer named by the token's one decoded iss, iss equal
+// to that configured issuer, and the claim types go-oidc decoded (see
+// checkRegistered). go-oidc stays the reference in the tests
+// (oidc_test.go): a table and a fuzz target sign payloads with a real key
+// and check that Verify never accepts a token go-oidc refuses and reads
+// the same registered claims when both accept.
 package identity
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
-	"github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/ferry-broker/ferry/internal/claims"
@@ -49,6 +69,11 @@ type Options struct {
 	// so that tokens with made-up kids cannot make the broker hammer it;
 	// 30s when zero.
 	MinRefresh time.Duration
+	// RefreshInterval is the most time between two scheduled key fetches
+	// of one issuer (see Run): 15m when zero, and more is refused, so a
+	// key an issuer withdraws stops verifying within it. A shorter
+	// Cache-Control max-age on the JWKS shortens it, down to MinRefresh.
+	RefreshInterval time.Duration
 	// Logger receives key refresh failures; slog.Default() when nil.
 	Logger *slog.Logger
 	// Claims are the CI platforms' rules for their claims' types (a
@@ -69,6 +94,7 @@ const (
 	MaxLeeway            = 60 * time.Second
 	DefaultMaxTokenBytes = 16 << 10
 	DefaultMinRefresh    = 30 * time.Second
+	MaxRefreshInterval   = 15 * time.Minute
 	defaultHTTPTimeout   = 10 * time.Second
 )
 
@@ -99,9 +125,8 @@ type Pool struct {
 }
 
 type issuer struct {
-	cfg      IssuerConfig
-	keys     *keySet
-	verifier *oidc.IDTokenVerifier
+	cfg  IssuerConfig
+	keys *keySet
 }
 
 // NewPool checks the issuer configs and options. It does not contact any
@@ -113,10 +138,6 @@ func NewPool(cfgs []IssuerConfig, opts Options) (*Pool, error) {
 	}
 	if len(cfgs) == 0 {
 		return nil, errors.New("identity: no issuers configured")
-	}
-	algs := make([]string, len(asymmetricAlgs))
-	for i, a := range asymmetricAlgs {
-		algs[i] = string(a)
 	}
 	p := &Pool{
 		byURL:    make(map[string]*issuer, len(cfgs)),
@@ -148,22 +169,12 @@ func NewPool(cfgs []IssuerConfig, opts Options) (*Pool, error) {
 			jwksURL:    cfg.JWKSURL,
 			client:     opts.HTTPClient,
 			minRefresh: opts.MinRefresh,
+			interval:   opts.RefreshInterval,
 			now:        opts.Now,
 			log:        opts.Logger,
+			after:      time.After,
 		}
-		is := &issuer{
-			cfg:  cfg,
-			keys: keys,
-			// Expiry and audience are checked by Pool.Verify: go-oidc's
-			// expiry check has no leeway, its nbf check allows five
-			// minutes, and its audience check takes one value.
-			verifier: oidc.NewVerifier(cfg.IssuerURL, keys, &oidc.Config{
-				SupportedSigningAlgs: algs,
-				SkipClientIDCheck:    true,
-				SkipExpiryCheck:      true,
-				Now:                  opts.Now,
-			}),
-		}
+		is := &issuer{cfg: cfg, keys: keys}
 		p.issuers = append(p.issuers, is)
 		p.byURL[cfg.IssuerURL] = is
 	}
@@ -193,6 +204,17 @@ func (o *Options) fill() error {
 		return fmt.Errorf("identity: min refresh %s is negative", o.MinRefresh)
 	case o.MinRefresh == 0:
 		o.MinRefresh = DefaultMinRefresh
+	}
+	switch {
+	case o.RefreshInterval < 0:
+		return fmt.Errorf("identity: refresh interval %s is negative", o.RefreshInterval)
+	case o.RefreshInterval > MaxRefreshInterval:
+		return fmt.Errorf("identity: refresh interval %s is more than the %s allowed", o.RefreshInterval, MaxRefreshInterval)
+	case o.RefreshInterval == 0:
+		o.RefreshInterval = MaxRefreshInterval
+	}
+	if o.MinRefresh > o.RefreshInterval {
+		return fmt.Errorf("identity: min refresh %s is more than the refresh interval %s", o.MinRefresh, o.RefreshInterval)
 	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{Timeout: defaultHTTPTimeout}
@@ -229,22 +251,24 @@ func (c IssuerConfig) validate() error {
 	return nil
 }
 
-// checkURL accepts https URLs, and plain http only on loopback, where the
-// demo and tests run their issuers: keys fetched over plain http from
-// anywhere else could be swapped on the way.
+// checkURL applies urlcheck's rule for issuer and key URLs: keys fetched
+// over plain http from anywhere but this machine could be swapped on the
+// way, and a password in a URL has no business in a config or a discovery
+// document.
 func checkURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("%s is not an absolute URL without query or fragment", claims.Describe(raw))
-	}
-	if !urlcheck.Secure(u) {
-		return fmt.Errorf("%s must use https (plain http is allowed on loopback only)", claims.Describe(raw))
+	if err := urlcheck.Endpoint(raw); err != nil {
+		return fmt.Errorf("%s %w", claims.Describe(raw), err)
 	}
 	return nil
 }
 
 // Verify checks a raw token and returns who it identifies. A refusal is a
 // *TokenError; an issuer whose keys cannot be had is an *UnavailableError.
+//
+// The token is parsed once, its payload decoded once, and its signature
+// checked once. The one decoded iss both picks the keys and is the iss that
+// is checked and returned, and the claims are trusted only after the
+// signature verified over exactly the bytes they were decoded from.
 func (p *Pool) Verify(ctx context.Context, raw string) (*Identity, error) {
 	if len(raw) > p.maxBytes {
 		return nil, tokenErrorf("token is %d bytes, more than the %d allowed", len(raw), p.maxBytes)
@@ -264,7 +288,13 @@ func (p *Pool) Verify(ctx context.Context, raw string) (*Identity, error) {
 	}
 	hdr := jws.Signatures[0].Header
 
-	iss, err := unverifiedIssuer(jws.UnsafePayloadWithoutVerification())
+	// Not yet trusted: read only to choose the issuer whose keys check it.
+	payload := jws.UnsafePayloadWithoutVerification()
+	fields, err := decodePayload(payload)
+	if err != nil {
+		return nil, &TokenError{Reason: "token payload is not a JSON object with a string iss", Err: err}
+	}
+	iss, err := issuerOf(fields)
 	if err != nil {
 		return nil, err
 	}
@@ -277,20 +307,30 @@ func (p *Pool) Verify(ctx context.Context, raw string) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &resolved{jws: jws, keys: keys}
-	if _, err := is.verifier.Verify(context.WithValue(ctx, resolvedKey{}, res), raw); err != nil {
-		if res.sigErr != nil {
-			return nil, &TokenError{Reason: fmt.Sprintf("token signature does not verify with the keys of issuer %q", is.cfg.Name), Err: res.sigErr}
-		}
-		return nil, malformedClaims(res.payload, err)
+	verified, err := verifySignature(jws, keys)
+	if err != nil {
+		return nil, &TokenError{Reason: fmt.Sprintf("token signature does not verify with the keys of issuer %q", is.cfg.Name), Err: err}
+	}
+	// go-jose returns the payload it parsed; should that ever differ from
+	// the bytes decoded above, the decoded claims are not the signed ones.
+	if !bytes.Equal(verified, payload) {
+		return nil, tokenErrorf("token signature does not cover the decoded payload")
 	}
 
-	set, err := claims.Parse(res.payload)
+	set, err := claims.FromMap(fields)
 	if err == nil && p.rules != nil {
 		err = p.rules.Check(set)
 	}
 	if err != nil {
 		return nil, &TokenError{Reason: "token claims: " + err.Error(), Err: err}
+	}
+	if err := checkRegistered(fields); err != nil {
+		return nil, &TokenError{Reason: "token claims: " + err.Error(), Err: err}
+	}
+	// The exact issuer check go-oidc made; the map lookup above already
+	// implies it, and it costs nothing to keep it explicit.
+	if set.Issuer != is.cfg.IssuerURL {
+		return nil, tokenErrorf("token issuer %s is not %q", claims.Describe(set.Issuer), is.cfg.IssuerURL)
 	}
 	if err := p.checkTimes(set); err != nil {
 		return nil, err
@@ -306,31 +346,6 @@ func (p *Pool) Verify(ctx context.Context, raw string) (*Identity, error) {
 		return nil, tokenErrorf("token has no jti; single use cannot be enforced")
 	}
 	return &Identity{Issuer: is.cfg.Name, Claims: set}, nil
-}
-
-// unverifiedIssuer reads iss from a payload whose signature is not yet
-// checked, only to choose which issuer's keys check it.
-func unverifiedIssuer(payload []byte) (string, error) {
-	var c struct {
-		Iss *string `json:"iss"`
-	}
-	if err := json.Unmarshal(payload, &c); err != nil {
-		return "", &TokenError{Reason: "token payload is not a JSON object with a string iss", Err: err}
-	}
-	if c.Iss == nil {
-		return "", tokenErrorf("token has no iss claim")
-	}
-	return *c.Iss, nil
-}
-
-// malformedClaims explains why go-oidc refused a token whose signature
-// verified: claims.Parse names a wrongly typed claim precisely, where
-// go-oidc's message is about its own structs.
-func malformedClaims(payload []byte, oidcErr error) error {
-	if _, err := claims.Parse(payload); err != nil {
-		return &TokenError{Reason: "token claims: " + err.Error(), Err: oidcErr}
-	}
-	return &TokenError{Reason: "token claims are malformed", Err: oidcErr}
 }
 
 func (p *Pool) checkTimes(set *claims.Set) error {
@@ -374,7 +389,8 @@ func (p *Pool) Ready(ctx context.Context) error {
 // Readiness is Ready for a load balancer: the pool is ready while any
 // issuer's tokens can be verified, since one platform's outage must not take
 // every replica out of service for the others. problems names each issuer
-// that is down; err is set only when all are.
+// that is down, and each whose last key fetch failed (its tokens still
+// verify, with the keys from before); err is set only when all are down.
 func (p *Pool) Readiness(ctx context.Context) (problems []string, err error) {
 	down := p.down(ctx)
 	if len(down) == len(p.issuers) {
@@ -382,6 +398,11 @@ func (p *Pool) Readiness(ctx context.Context) (problems []string, err error) {
 	}
 	for _, e := range down {
 		problems = append(problems, e.Error())
+	}
+	for _, is := range p.issuers {
+		if msg := is.keys.staleProblem(); msg != "" {
+			problems = append(problems, msg)
+		}
 	}
 	return problems, nil
 }

@@ -24,31 +24,38 @@ const (
 	// maxDocumentBytes bounds a discovery document or JWKS: real ones are a
 	// few KiB, and an issuer must not be able to exhaust the broker's memory.
 	maxDocumentBytes = 1 << 20
-	// keyMaxAge is how long fetched keys are used before a refresh is started
-	// in the background, so a key an issuer withdraws stops being trusted
-	// even if no token ever carries an unknown kid.
-	keyMaxAge = time.Hour
 )
 
 // keySet holds one issuer's verification keys. Keys are fetched lazily,
 // refetched when a token names an unknown kid (at most once per minRefresh,
-// with concurrent refreshes coalesced), and the last good keys are kept
-// when a refresh fails.
+// with concurrent refreshes coalesced) and on a schedule (refresh.go), and
+// the last good keys are kept when a refresh fails.
 type keySet struct {
 	issuer     string // config name, for errors and logs
 	issuerURL  string
 	jwksURL    string // configured; empty means discovery
 	client     *http.Client
 	minRefresh time.Duration
+	interval   time.Duration // the most time between scheduled fetches
 	now        func() time.Time
 	log        *slog.Logger
+	// after is the scheduler's timer: time.After, or a test's.
+	after func(time.Duration) <-chan time.Time
 
 	mu          sync.Mutex
 	keys        []jose.JSONWebKey
 	fetchedAt   time.Time // last successful fetch
 	attemptedAt time.Time // last fetch started
+	failedAt    time.Time // last failed fetch
 	lastErr     error     // outcome of the last finished fetch
 	inflight    chan struct{}
+	// maxAge is the Cache-Control max-age of the last good JWKS response,
+	// when hasMaxAge; the schedule refetches sooner when it is shorter.
+	maxAge    time.Duration
+	hasMaxAge bool
+	fetches   uint64 // finished fetches, for /metrics
+	failures  uint64 // failed fetches, for /metrics
+	failedRun int    // consecutive failed fetches, for the schedule's back-off
 }
 
 // lookup returns the keys that may have signed a token with this kid and
@@ -56,7 +63,10 @@ type keySet struct {
 func (k *keySet) lookup(ctx context.Context, kid, alg string) ([]jose.JSONWebKey, error) {
 	k.mu.Lock()
 	if keys := k.match(kid, alg); len(keys) > 0 {
-		if k.now().Sub(k.fetchedAt) > keyMaxAge {
+		// A safety net for when the scheduler is not running (or is
+		// stuck): keys older than the schedule allows are refetched in
+		// the background, and still used meanwhile.
+		if k.now().Sub(k.fetchedAt) > k.interval {
 			k.startRefresh(ctx)
 		}
 		k.mu.Unlock()
@@ -147,14 +157,18 @@ func (k *keySet) startRefresh(ctx context.Context) <-chan struct{} {
 	fetchCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
 	go func() {
 		defer cancel()
-		keys, err := k.fetch(fetchCtx)
+		keys, cc, err := k.fetch(fetchCtx)
 		k.mu.Lock()
+		k.fetches++
 		if err != nil {
-			k.lastErr = err
+			k.lastErr, k.failedAt = err, k.now()
+			k.failures++
+			k.failedRun++
 			k.log.WarnContext(fetchCtx, "issuer key refresh failed; keeping the last good keys",
 				"issuer", k.issuer, "cached_keys", len(k.keys), "error", err)
 		} else {
-			k.keys, k.fetchedAt, k.lastErr = keys, k.now(), nil
+			k.keys, k.fetchedAt, k.lastErr, k.failedRun = keys, k.now(), nil, 0
+			k.maxAge, k.hasMaxAge = cc.maxAge, cc.ok
 			k.log.DebugContext(fetchCtx, "issuer keys refreshed", "issuer", k.issuer, "keys", len(keys))
 		}
 		k.inflight = nil
@@ -188,20 +202,22 @@ func (k *keySet) unavailable() *UnavailableError {
 }
 
 // fetch reads the issuer's JWKS, finding it through discovery unless a
-// JWKS URL is configured.
-func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
+// JWKS URL is configured, and returns the keys and the JWKS response's
+// Cache-Control lifetime.
+func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, cacheLifetime, error) {
 	jwksURL := k.jwksURL
 	if jwksURL == "" {
 		var err error
 		if jwksURL, err = k.discover(ctx); err != nil {
-			return nil, err
+			return nil, cacheLifetime{}, err
 		}
 	}
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`
 	}
-	if err := k.getJSON(ctx, jwksURL, &set); err != nil {
-		return nil, fmt.Errorf("fetch JWKS: %w", err)
+	hdr, err := k.getJSON(ctx, jwksURL, &set)
+	if err != nil {
+		return nil, cacheLifetime{}, fmt.Errorf("fetch JWKS: %w", err)
 	}
 	var keys []jose.JSONWebKey
 	var skipped []string
@@ -224,9 +240,9 @@ func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 		k.log.WarnContext(ctx, "issuer JWKS holds unusable keys", "issuer", k.issuer, "skipped", skipped)
 	}
 	if len(keys) == 0 {
-		return nil, fmt.Errorf("JWKS at %s holds no usable public signing key", jwksURL)
+		return nil, cacheLifetime{}, fmt.Errorf("JWKS at %s holds no usable public signing key", jwksURL)
 	}
-	return keys, nil
+	return keys, parseCacheControl(hdr.Values("Cache-Control")), nil
 }
 
 // discover reads the issuer's discovery document and returns its jwks_uri,
@@ -237,7 +253,7 @@ func (k *keySet) discover(ctx context.Context) (string, error) {
 		JWKSURI string `json:"jwks_uri"`
 	}
 	u := strings.TrimSuffix(k.issuerURL, "/") + "/.well-known/openid-configuration"
-	if err := k.getJSON(ctx, u, &doc); err != nil {
+	if _, err := k.getJSON(ctx, u, &doc); err != nil {
 		return "", fmt.Errorf("discovery: %w", err)
 	}
 	if doc.Issuer != k.issuerURL {
@@ -249,61 +265,41 @@ func (k *keySet) discover(ctx context.Context) (string, error) {
 	return doc.JWKSURI, nil
 }
 
-func (k *keySet) getJSON(ctx context.Context, url string, v any) error {
+func (k *keySet) getJSON(ctx context.Context, url string, v any) (http.Header, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return fmt.Errorf("GET %s: %w", url, err)
+		return nil, fmt.Errorf("GET %s: %w", url, err)
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := k.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("GET %s: %w", url, err)
+		return nil, fmt.Errorf("GET %s: %w", url, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: status %s", url, resp.Status)
+		return nil, fmt.Errorf("GET %s: status %s", url, resp.Status)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxDocumentBytes+1))
 	if err != nil {
-		return fmt.Errorf("GET %s: read body: %w", url, err)
+		return nil, fmt.Errorf("GET %s: read body: %w", url, err)
 	}
 	if len(body) > maxDocumentBytes {
-		return fmt.Errorf("GET %s: body larger than %d bytes", url, maxDocumentBytes)
+		return nil, fmt.Errorf("GET %s: body larger than %d bytes", url, maxDocumentBytes)
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("GET %s: decode: %w", url, err)
+		return nil, fmt.Errorf("GET %s: decode: %w", url, err)
 	}
-	return nil
+	return resp.Header, nil
 }
 
-// resolvedKey carries a token's parsed JWS and candidate keys from
-// Pool.Verify to keySet.VerifySignature through go-oidc, which calls the
-// key set with the raw token only.
-type resolvedKey struct{}
-
-// resolved is one token's signature check. Pool.Verify looks the keys up
-// itself, since that may fetch and fail with typed errors that go-oidc
-// would flatten into text; go-oidc then only checks the signature.
-type resolved struct {
-	jws     *jose.JSONWebSignature
-	keys    []jose.JSONWebKey
-	payload []byte // set once a key verified the signature
-	sigErr  error  // set when no key did
-}
-
-// VerifySignature implements oidc.KeySet for the token Pool.Verify
-// resolved keys for; any other call fails closed.
-func (k *keySet) VerifySignature(ctx context.Context, _ string) ([]byte, error) {
-	r, ok := ctx.Value(resolvedKey{}).(*resolved)
-	if !ok {
-		return nil, errors.New("identity: key set used outside Pool.Verify")
-	}
-	for _, key := range r.keys {
-		if payload, err := r.jws.Verify(key.Key); err == nil {
-			r.payload = payload
+// verifySignature checks the token's one signature with each candidate key
+// (more than one only when the token names no kid) and returns the payload
+// the signature covers.
+func verifySignature(jws *jose.JSONWebSignature, keys []jose.JSONWebKey) ([]byte, error) {
+	for _, key := range keys {
+		if payload, err := jws.Verify(key.Key); err == nil {
 			return payload, nil
 		}
 	}
-	r.sigErr = fmt.Errorf("no key of issuer %q verifies the signature (tried %d)", k.issuer, len(r.keys))
-	return nil, r.sigErr
+	return nil, fmt.Errorf("no key verifies the signature (tried %d)", len(keys))
 }

@@ -176,7 +176,7 @@ func TestAnIssuerDownWithCachedKeysStillVerifies(t *testing.T) {
 	}
 
 	// Past the key max age a background refresh fails; the last good keys stay.
-	e.clock.Advance(keyMaxAge + time.Minute)
+	e.clock.Advance(MaxRefreshInterval + time.Minute)
 	later := func() string {
 		now := e.clock.Now()
 		return sign(t, e.github, with(sample(t, "github-push-main"), map[string]any{

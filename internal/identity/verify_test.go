@@ -408,6 +408,9 @@ func TestNewPoolRefusesBadConfig(t *testing.T) {
 		{"a negative leeway", []IssuerConfig{good}, Options{Leeway: -time.Second}, "negative"},
 		{"a negative min refresh", []IssuerConfig{good}, Options{MinRefresh: -time.Second}, "negative"},
 		{"a negative token size", []IssuerConfig{good}, Options{MaxTokenBytes: -1}, "negative"},
+		{"a refresh interval over 15m", []IssuerConfig{good}, Options{RefreshInterval: 16 * time.Minute}, "more than the 15m0s allowed"},
+		{"a negative refresh interval", []IssuerConfig{good}, Options{RefreshInterval: -time.Minute}, "negative"},
+		{"a min refresh longer than the refresh interval", []IssuerConfig{good}, Options{MinRefresh: 10 * time.Minute, RefreshInterval: 5 * time.Minute}, "more than the refresh interval"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+" is refused", func(t *testing.T) {
