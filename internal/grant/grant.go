@@ -113,6 +113,39 @@ type Credential struct {
 	// Bearer is set by kinds whose credential is a single bearer token,
 	// which RFC 8693's /v1/token can hand out.
 	Bearer *Bearer
+	// Release is what the kind needs to end the credential early (a token
+	// id, a session to deny, an installation): never a secret, kept by the
+	// broker until ExpiresAt and handed back to the kind's Releaser. ""
+	// when there is nothing the kind can end.
+	Release string
+}
+
+// Releaser is implemented by minters that can end a credential before it
+// expires (release at job end).
+type Releaser interface {
+	Release(ctx context.Context, req ReleaseRequest) (Released, error)
+}
+
+// ReleaseRequest is one credential to end early.
+type ReleaseRequest struct {
+	Policy string
+	// State is the credential's Release as it was minted.
+	State     string
+	ExpiresAt time.Time
+	// Presented is the credential itself, when the job must present it for
+	// the provider to end it (GitHub deletes an installation token only
+	// when shown it); "" otherwise. It is a secret: never keep or log it.
+	Presented string
+	Now       time.Time
+}
+
+// Released says what ending a credential did.
+type Released struct {
+	// Revoked is set when the credential stopped working now, not at its
+	// expiry.
+	Revoked bool
+	// Detail says it in words, for the caller and the audit log.
+	Detail string
 }
 
 // Bearer is a credential that is one bearer token.
