@@ -4,7 +4,7 @@
 GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test demo deps lint bench build fuzz actions-dist helm
+.PHONY: test demo deps lint bench build fuzz actions-dist loadtest helm
 
 # Helm, built from the Go module proxy (about a minute the first time,
 # cached after). A Helm built this way assumes Kubernetes 1.20 unless told.
@@ -56,6 +56,11 @@ helm:
 	$(HELM) lint --strict --kube-version $(KUBE_VERSION) -f $(CHART)/ci/production-values.yaml $(CHART)
 	$(HELM) template ferry $(CHART) --kube-version $(KUBE_VERSION) >/dev/null
 	$(HELM) template ferry $(CHART) --kube-version $(KUBE_VERSION) -f $(CHART)/ci/production-values.yaml >/dev/null
+
+# ferry serve against a bare verify-only server, side by side, on loopback:
+# requests/s, p50/p99 and the ratio per scenario (docs/performance.md).
+loadtest: build
+	$(GO) run ./tools/loadtest -ferry bin/ferry
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/trust ./internal/exchange ./internal/identity ./internal/mint/tokensign

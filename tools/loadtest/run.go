@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ferry-broker/ferry/internal/devissuer"
+)
+
+// scenario is one broker path, measured against the bare server on the
+// same tokens.
+type scenario struct {
+	name   string
+	what   string
+	policy string
+	broker string // which broker: "memory" or "redis"
+	fresh  bool   // every request needs an unused token (an allowed exchange spends it)
+	status int    // the answer the broker must give
+}
+
+var allScenarios = []scenario{
+	{"deny", "refused on a claim: verify, policy, audit (fsync), nothing minted", "deploy", "memory", false, http.StatusForbidden},
+	{"token", "allowed, Ferry-signed ES256 token: verify, policy, replay, sign, audit", "artifacts", "memory", true, http.StatusOK},
+	{"aws", "allowed, AWS credentials from an in-memory STS", "cloud", "memory", true, http.StatusOK},
+	{"token-redis", "the token scenario with replay.store: redis", "artifacts", "redis", true, http.StatusOK},
+}
+
+func run(ctx context.Context, o options, w io.Writer) error {
+	var chosen []scenario
+	for _, name := range strings.Split(o.scenarios, ",") {
+		i := slices.IndexFunc(allScenarios, func(s scenario) bool { return s.name == strings.TrimSpace(name) })
+		if i < 0 {
+			return fmt.Errorf("unknown scenario %q", name)
+		}
+		chosen = append(chosen, allScenarios[i])
+	}
+	if _, err := os.Stat(o.ferry); err != nil {
+		return fmt.Errorf("ferry binary: %w (run `make build`, or pass -ferry)", err)
+	}
+	dir, err := os.MkdirTemp("", "ferry-loadtest-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	gh, err := devissuer.Start(devissuer.Options{Flavor: devissuer.GitHub})
+	if err != nil {
+		return err
+	}
+	defer gh.Close()
+	sts, err := serve(ctx, fakeSTS())
+	if err != nil {
+		return err
+	}
+	bare, err := serve(ctx, bareServer(gh.Key().Public()))
+	if err != nil {
+		return err
+	}
+	env := []string{"AWS_ENDPOINT_URL_STS=" + sts, "AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=loadtest", "AWS_SECRET_ACCESS_KEY=loadtest",
+		"AWS_EC2_METADATA_DISABLED=true"}
+	brokers := map[string]*broker{}
+	for _, s := range chosen {
+		if brokers[s.broker] != nil {
+			continue
+		}
+		replay := "{store: memory}"
+		if s.broker == "redis" {
+			addr, stop, err := startRedis(ctx)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			replay = fmt.Sprintf("{store: redis, redis_url: %q}", "redis://"+addr+"/0")
+		}
+		cfg, err := writeConfig(dir+"/"+s.broker, gh.URL(), replay)
+		if err != nil {
+			return err
+		}
+		b, err := startBroker(ctx, o.ferry, cfg, env)
+		if err != nil {
+			return err
+		}
+		defer b.stop()
+		brokers[s.broker] = b
+	}
+
+	// Tokens are signed before the clock starts: that is the CI
+	// platform's cost, not the broker's. A refused token is not spent, so
+	// the deny scenario reuses a few; every allowed exchange spends its
+	// token for its policy and replay store, so those need one each, but
+	// the allow scenarios can share them (different policy or store).
+	fmt.Fprintf(w, "signing tokens… ")
+	t0 := time.Now()
+	denied, err := signTokens(gh, 256, map[string]any{"ref": "refs/heads/dev"})
+	if err != nil {
+		return err
+	}
+	allowed, err := signTokens(gh, o.rounds*o.maxRequests, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%d in %s\n\n", len(denied)+len(allowed), time.Since(t0).Round(time.Millisecond))
+
+	client := newClient(o.conns)
+	// Warm both sides: connections, issuer keys, first-use code paths.
+	for _, b := range brokers {
+		drive(ctx, client, b.url+"/v1/exchange", func(i int) []byte { return exchangeBody("deploy", denied[i%len(denied)]) }, http.StatusForbidden, o.conns, 500, o.round)
+	}
+	drive(ctx, client, bare+"/v1/exchange", func(i int) []byte { return exchangeBody("deploy", denied[i%len(denied)]) }, http.StatusOK, o.conns, 500, o.round)
+
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tround\tbare req/s\tbare p50\tbare p99\tferry req/s\tferry p50\tferry p99\tratio\t")
+	type summary struct {
+		s            scenario
+		ratios       []float64
+		p99s, ferrys []time.Duration
+		unexpected   int
+	}
+	var sums []summary
+	for _, s := range chosen {
+		sum := summary{s: s}
+		for r := range o.rounds {
+			if ctx.Err() != nil {
+				break
+			}
+			tokens := denied
+			body := func(i int) []byte { return exchangeBody(s.policy, tokens[i%len(tokens)]) }
+			if s.fresh {
+				tokens = allowed[r*o.maxRequests : (r+1)*o.maxRequests]
+			}
+			target := brokers[s.broker].url + "/v1/exchange"
+			var fb, bb result
+			// Alternate which goes first, so neither always follows the
+			// other's leftovers (GC, disk writeback).
+			if r%2 == 0 {
+				bb = drive(ctx, client, bare+"/v1/exchange", body, http.StatusOK, o.conns, o.maxRequests, o.round)
+				fb = drive(ctx, client, target, body, s.status, o.conns, o.maxRequests, o.round)
+			} else {
+				fb = drive(ctx, client, target, body, s.status, o.conns, o.maxRequests, o.round)
+				bb = drive(ctx, client, bare+"/v1/exchange", body, http.StatusOK, o.conns, o.maxRequests, o.round)
+			}
+			ratio := fb.rps() / bb.rps()
+			sum.ratios = append(sum.ratios, ratio)
+			sum.p99s = append(sum.p99s, fb.p99)
+			sum.unexpected += fb.unexpected + bb.unexpected
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%.0f\t%s\t%s\t%.2f\t\n", s.name, r+1, bb.rps(), ms(bb.p50), ms(bb.p99), fb.rps(), ms(fb.p50), ms(fb.p99), ratio)
+		}
+		sums = append(sums, sum)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w, "\nmedians over rounds (ratio = ferry req/s ÷ bare req/s in the same round):")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	var failed []string
+	var memoryToken, redisToken float64
+	for _, sum := range sums {
+		if len(sum.ratios) == 0 {
+			continue
+		}
+		ratio, p99 := median(sum.ratios), medianDur(sum.p99s)
+		fmt.Fprintf(tw, "  %s\tratio %.2f\tferry p99 %s\t%s\n", sum.s.name, ratio, ms(p99), sum.s.what)
+		if sum.unexpected > 0 {
+			failed = append(failed, fmt.Sprintf("%s: %d answers with an unexpected status", sum.s.name, sum.unexpected))
+		}
+		switch sum.s.name {
+		case "token":
+			memoryToken = ratio
+		case "token-redis":
+			redisToken = ratio
+		}
+	}
+	tw.Flush()
+	if memoryToken > 0 && redisToken > 0 {
+		fmt.Fprintf(w, "  redis replay store costs %.0f%% against memory (token scenario ratios)\n", 100*(1-redisToken/memoryToken))
+	}
+	fmt.Fprintf(w, "\nmachine: %d CPUs, %s/%s, load %s\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, loadAverage())
+	if len(failed) > 0 {
+		return errors.New(strings.Join(failed, "; "))
+	}
+	return ctx.Err()
+}
+
+// signTokens signs n GitHub push tokens for acme/app, edited, living an
+// hour so a long run cannot outlast them, on every CPU.
+func signTokens(gh *devissuer.Issuer, n int, edit map[string]any) ([]string, error) {
+	out := make([]string, n)
+	errs := make([]error, runtime.NumCPU())
+	var wg sync.WaitGroup
+	for w := range runtime.NumCPU() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += runtime.NumCPU() {
+				c, err := devissuer.SampleClaims("github-push-main")
+				if err != nil {
+					errs[w] = err
+					return
+				}
+				c["exp"] = time.Now().Add(time.Hour).Unix()
+				for k, v := range edit {
+					c[k] = v
+				}
+				if out[i], err = gh.Sign(c); err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func medianDur(xs []time.Duration) time.Duration {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Join(strings.Fields(string(data))[:3], " ")
+}

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ferry-broker/ferry/internal/mint/tokensign"
+)
+
+// The policies every broker serves: one a deny path refuses on its ref,
+// one granting a Ferry-signed token (ES256), one granting AWS credentials.
+var policies = map[string]string{
+	"deploy.yaml": `issuer: github
+match: {repository: acme/app, repository_id: "892345671", ref: refs/heads/main}
+deny: [{event_name: pull_request_target}]
+grant: {token: {audience: https://deploy.internal.example}}
+`,
+	"artifacts.yaml": `issuer: github
+match: {repository: acme/app, repository_id: "892345671"}
+grant: {token: {audience: https://artifacts.internal.example, claims: [repository, ref, sha]}}
+`,
+	"cloud.yaml": `issuer: github
+match: {repository: acme/app, repository_id: "892345671"}
+grant: {aws: {role_arn: "arn:aws:iam::123456789012:role/deploy", session_tags: [repository, ref]}}
+`,
+}
+
+// writeConfig writes the policies, a signing key and a ferry.yaml into dir
+// and returns the config's path. The audit log is a file, fsynced as in
+// production; the per-address rate limit is off, since every request
+// comes from one address here.
+func writeConfig(dir, issuer, replay string) (string, error) {
+	pdir := filepath.Join(dir, "policies")
+	if err := os.MkdirAll(pdir, 0o700); err != nil {
+		return "", err
+	}
+	for name, body := range policies {
+		if err := os.WriteFile(filepath.Join(pdir, name), []byte(body), 0o600); err != nil {
+			return "", err
+		}
+	}
+	key, err := tokensign.GenerateKey()
+	if err != nil {
+		return "", err
+	}
+	if err := tokensign.WriteKeyFile(filepath.Join(dir, "signing.pem"), key); err != nil {
+		return "", err
+	}
+	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+policies: ./policies
+issuers:
+  - {name: github, issuer: %q, audiences: [ferry]}
+audit: {path: ./audit.log}
+replay: %s
+token: {issuer: https://ferry.loadtest.example, signing_key: ./signing.pem}
+policy_reload: 0s
+rate_limit: {per_second: 0}
+`, issuer, replay)
+	path := filepath.Join(dir, "ferry.yaml")
+	return path, os.WriteFile(path, []byte(cfg), 0o600)
+}
+
+// broker is a running `ferry serve`.
+type broker struct {
+	url string
+	cmd *exec.Cmd
+}
+
+// startBroker runs `ferry serve --config cfg` and waits for the line that
+// says where it listens; the rest of its log is drained and dropped.
+func startBroker(ctx context.Context, bin, cfg string, env []string) (*broker, error) {
+	cmd := exec.CommandContext(ctx, bin, "serve", "--config", cfg)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	addr := make(chan string, 1)
+	lines := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "ferry serving" {
+				addr <- rec.Addr
+			}
+			select {
+			case lines <- sc.Text():
+			default:
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	select {
+	case a := <-addr:
+		return &broker{url: "http://" + a, cmd: cmd}, nil
+	case <-time.After(30 * time.Second):
+	case <-ctx.Done():
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	var log []string
+	for len(lines) > 0 {
+		log = append(log, <-lines)
+	}
+	return nil, fmt.Errorf("ferry serve did not start:\n%s", strings.Join(log, "\n"))
+}
+
+func (b *broker) stop() {
+	_ = b.cmd.Process.Kill()
+	_ = b.cmd.Wait()
+}
+
+// startRedis runs a redis-server on a free loopback port, without
+// persistence, and returns its address.
+func startRedis(ctx context.Context) (string, func(), error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return "", nil, errors.New("redis-server is not installed (apt-get install redis-server), or leave out the token-redis scenario")
+	}
+	port, err := freePort()
+	if err != nil {
+		return "", nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cmd := exec.CommandContext(ctx, bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("start redis-server: %w", err)
+	}
+	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return addr, stop, nil
+		}
+	}
+	stop()
+	return "", nil, fmt.Errorf("redis-server did not listen on %s", addr)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// serve runs h on a fresh loopback port until ctx ends.
+func serve(ctx context.Context, h http.Handler) (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	return "http://" + l.Addr().String(), nil
+}
+
+// fakeSTS answers every AssumeRole at once, as STS would, so the AWS
+// scenario measures Ferry and not the network to AWS.
+func fakeSTS() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
+		w.Header().Set("Content-Type", "text/xml")
+		fmt.Fprintf(w, `<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+<AssumeRoleResult><Credentials><AccessKeyId>ASIALOADTEST</AccessKeyId><SecretAccessKey>secret</SecretAccessKey>
+<SessionToken>session</SessionToken><Expiration>%s</Expiration></Credentials>
+<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/deploy/loadtest</Arn><AssumedRoleId>AROALOADTEST:loadtest</AssumedRoleId></AssumedRoleUser>
+</AssumeRoleResult><ResponseMetadata><RequestId>loadtest</RequestId></ResponseMetadata></AssumeRoleResponse>`,
+			time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+	})
+}
