@@ -4,7 +4,6 @@
 package claims
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -87,21 +86,6 @@ type TypeError struct {
 
 func (e *TypeError) Error() string {
 	return fmt.Sprintf("claim %q must be %s, got %s", e.Claim, e.Want, e.Got)
-}
-
-// Parse converts a JWT payload into a Set. It checks types only; the
-// signature, issuer, audience and times are the verifier's job.
-func Parse(payload []byte) (*Set, error) {
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.UseNumber()
-	var raw map[string]any
-	if err := dec.Decode(&raw); err != nil {
-		return nil, fmt.Errorf("decode claims: %w", err)
-	}
-	if raw == nil {
-		return nil, fmt.Errorf("decode claims: payload is not a JSON object")
-	}
-	return FromMap(raw)
 }
 
 // FromMap builds a Set from decoded JSON (numbers as json.Number or float64).
@@ -220,11 +204,7 @@ func numericDate(name string, v any) (time.Time, error) {
 	default:
 		return time.Time{}, &TypeError{Claim: name, Want: "a number", Got: jsonType(v)}
 	}
-	if f < 0 || f > 1e11 {
-		return time.Time{}, &TypeError{Claim: name, Want: "a date in seconds since 1970", Got: fmt.Sprint(f)}
-	}
-	sec := int64(f)
-	return time.Unix(sec, int64((f-float64(sec))*1e9)).UTC(), nil
+	return numericDateSeconds(name, f)
 }
 
 func jsonType(v any) string {
@@ -272,10 +252,13 @@ func (s *Set) Text(name string) string {
 	return v.Text
 }
 
-// Names lists the scalar claims present, sorted.
+// Names lists every claim present, scalar or not, sorted.
 func (s *Set) Names() []string {
-	names := make([]string, 0, len(s.values))
+	names := make([]string, 0, len(s.values)+len(s.shapes))
 	for n := range s.values {
+		names = append(names, n)
+	}
+	for n := range s.shapes {
 		names = append(names, n)
 	}
 	sort.Strings(names)

@@ -3,9 +3,13 @@ package exchange_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -153,4 +157,66 @@ func BenchmarkExchangeTokenParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// benchHTTP drives the real handler over loopback HTTP from parallel
+// clients, the way a broker meets its callers, with the production
+// logger's JSON encoding (to nowhere) and metrics on.
+func benchHTTP(b *testing.B, policy, sample string, edit map[string]any, fresh bool, want int) {
+	svc, gh := benchService(b)
+	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	srv := httptest.NewServer(exchange.NewHandler(svc, exchange.HTTPOptions{Logger: logger, Metrics: exchange.NewMetrics(func(string) bool { return true })}))
+	b.Cleanup(srv.Close)
+	n := 64
+	if fresh {
+		n = b.N + 64
+	}
+	toks := make([]string, n)
+	for i := range toks {
+		c, err := devissuer.SampleClaims(sample)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for k, v := range edit {
+			c[k] = v
+		}
+		c["jti"] = fmt.Sprintf("http-%d", i)
+		if toks[i], err = gh.Sign(c); err != nil {
+			b.Fatal(err)
+		}
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	var next atomic.Int64
+	b.SetParallelism(8)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := int(next.Add(1) - 1)
+			body := fmt.Sprintf(`{"policy":%q,"token":%q}`, policy, toks[i%len(toks)])
+			resp, err := client.Post(srv.URL+"/v1/exchange", "application/json", strings.NewReader(body))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				b.Errorf("status %d, want %d", resp.StatusCode, want)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkHTTPDeny is a refused exchange through the HTTP API: verify,
+// decide, audit (fsync, shared by group commit), nothing minted.
+func BenchmarkHTTPDeny(b *testing.B) {
+	benchHTTP(b, "deploy-prod", "github-environment-production", map[string]any{"ref": "refs/heads/dev"}, false, http.StatusForbidden)
+}
+
+// BenchmarkHTTPToken is an allowed token-grant exchange through the HTTP
+// API.
+func BenchmarkHTTPToken(b *testing.B) {
+	benchHTTP(b, "artifacts", "github-push-main", nil, true, http.StatusOK)
 }

@@ -289,18 +289,24 @@ func (p *Pool) Verify(ctx context.Context, raw string) (*Identity, error) {
 	hdr := jws.Signatures[0].Header
 
 	// Not yet trusted: read only to choose the issuer whose keys check it.
+	// A claim of the wrong type is reported once the signature holds, so
+	// a forgery learns nothing from the claims it made up.
 	payload := jws.UnsafePayloadWithoutVerification()
-	fields, err := decodePayload(payload)
-	if err != nil {
-		return nil, &TokenError{Reason: "token payload is not a JSON object with a string iss", Err: err}
+	set, typeErr := claims.Parse(payload)
+	var te *claims.TypeError
+	switch {
+	case typeErr != nil && !errors.As(typeErr, &te):
+		return nil, &TokenError{Reason: "token payload is not one well-formed JSON object: " + claims.SyntaxReason(typeErr), Err: typeErr}
+	case te != nil && te.Claim == "iss":
+		return nil, tokenErrorf("token payload is not a JSON object with a string iss: iss is %s", te.Got)
 	}
-	iss, err := issuerOf(fields)
-	if err != nil {
-		return nil, err
+	iss, ok := set.Get("iss")
+	if !ok {
+		return nil, tokenErrorf("token has no iss claim")
 	}
-	is := p.byURL[iss]
+	is := p.byURL[iss.Text]
 	if is == nil {
-		return nil, tokenErrorf("token issuer %s is not a configured issuer", claims.Describe(iss))
+		return nil, tokenErrorf("token issuer %s is not a configured issuer", claims.Describe(iss.Text))
 	}
 
 	keys, err := is.keys.lookup(ctx, hdr.KeyID, hdr.Algorithm)
@@ -317,14 +323,14 @@ func (p *Pool) Verify(ctx context.Context, raw string) (*Identity, error) {
 		return nil, tokenErrorf("token signature does not cover the decoded payload")
 	}
 
-	set, err := claims.FromMap(fields)
+	err = typeErr
 	if err == nil && p.rules != nil {
 		err = p.rules.Check(set)
 	}
-	if err != nil {
-		return nil, &TokenError{Reason: "token claims: " + err.Error(), Err: err}
+	if err == nil {
+		err = checkRegistered(set)
 	}
-	if err := checkRegistered(fields); err != nil {
+	if err != nil {
 		return nil, &TokenError{Reason: "token claims: " + err.Error(), Err: err}
 	}
 	// The exact issuer check go-oidc made; the map lookup above already

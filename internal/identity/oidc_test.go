@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -164,10 +165,10 @@ func TestVerifyRefusesEveryTokenGoOIDCRefuses(t *testing.T) {
 		{"an ISS after iss, naming another issuer, is refused", base(nil, `"ISS":"https://other.example"`), true, `claim "ISS" differs from the registered claim "iss" only in case`},
 		{"a sub spelt with a long s after sub is refused", base(nil, `"ſub":5`), true, `claim "ſub" differs from the registered claim "sub" only in case`},
 		{"an Exp after exp is refused", base(nil, `"Exp":"soon"`), true, `registered claim "exp"`},
-		{"data after the object is refused", append(base(nil), `{"iss":"x"}`...), true, "not a JSON object"},
-		{"a JSON list is refused", []byte(`[1,2]`), true, "not a JSON object"},
-		{"JSON null is refused", []byte(`null`), true, "not a JSON object"},
-		{"a JSON string is refused", []byte(`"https://ci.example"`), true, "not a JSON object"},
+		{"data after the object is refused", append(base(nil), `{"iss":"x"}`...), true, "not one well-formed JSON object"},
+		{"a JSON list is refused", []byte(`[1,2]`), true, "not one well-formed JSON object"},
+		{"JSON null is refused", []byte(`null`), true, "not one well-formed JSON object"},
+		{"a JSON string is refused", []byte(`"https://ci.example"`), true, "not one well-formed JSON object"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -207,20 +208,20 @@ func TestVerifyReadsOneIssForKeysAndCheck(t *testing.T) {
 	delete(m, "iss")
 	byGitHub := func(payload []byte) string { return signRaw(t, e.github.Key(), jose.RS256, e.github.KeyID(), payload) }
 
-	t.Run("with iss twice the last one picks the keys and is the issuer returned", func(t *testing.T) {
-		raw := byGitHub(rawPayload(t, m, jsonMember(t, "iss", e.gitlab.URL()), jsonMember(t, "iss", e.github.URL())))
-		id, err := e.pool.Verify(context.Background(), raw)
-		if err != nil {
-			t.Fatalf("Verify: %v", err)
-		}
-		if id.Issuer != "github" || id.Claims.Issuer != e.github.URL() {
-			t.Errorf("issuer = %q, iss = %q; want github and %q", id.Issuer, id.Claims.Issuer, e.github.URL())
+	// A name given twice is read two ways by two readers (encoding/json
+	// takes the last, others the first): such a token is refused before
+	// any key is chosen, whichever issuer each copy names.
+	t.Run("a token with iss twice is refused", func(t *testing.T) {
+		for _, pair := range [][2]string{{e.gitlab.URL(), e.github.URL()}, {e.github.URL(), e.gitlab.URL()}} {
+			raw := byGitHub(rawPayload(t, m, jsonMember(t, "iss", pair[0]), jsonMember(t, "iss", pair[1])))
+			_, err := e.pool.Verify(context.Background(), raw)
+			mustTokenError(t, err, `duplicate object member name "iss"`)
 		}
 	})
-	t.Run("with iss twice, a token signed by github whose last iss is gitlab is checked with gitlab's keys and refused", func(t *testing.T) {
-		raw := byGitHub(rawPayload(t, m, jsonMember(t, "iss", e.github.URL()), jsonMember(t, "iss", e.gitlab.URL())))
+	t.Run("a token with any claim twice is refused", func(t *testing.T) {
+		raw := byGitHub(rawPayload(t, m, jsonMember(t, "iss", e.github.URL()), jsonMember(t, "ref", "refs/heads/dev")))
 		_, err := e.pool.Verify(context.Background(), raw)
-		mustTokenError(t, err, `is not among the keys of issuer "gitlab"`)
+		mustTokenError(t, err, `duplicate object member name "ref"`)
 	})
 	t.Run("an iss and an Iss naming two configured issuers are refused", func(t *testing.T) {
 		raw := byGitHub(rawPayload(t, m, jsonMember(t, "Iss", e.gitlab.URL()), jsonMember(t, "iss", e.github.URL())))
@@ -228,6 +229,8 @@ func TestVerifyReadsOneIssForKeysAndCheck(t *testing.T) {
 		mustTokenError(t, err, `claim "Iss" differs from the registered claim "iss" only in case`)
 	})
 	t.Run("a claim type error is reported only once the signature verifies", func(t *testing.T) {
+		m := maps.Clone(m)
+		delete(m, "repository")
 		forged := signRaw(t, e.gitlab.Key(), jose.RS256, e.github.KeyID(), rawPayload(t, m, jsonMember(t, "iss", e.github.URL()), `"repository":5`))
 		_, err := e.pool.Verify(context.Background(), forged)
 		mustTokenError(t, err, "signature does not verify")

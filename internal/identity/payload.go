@@ -1,49 +1,11 @@
 package identity
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/ferry-broker/ferry/internal/claims"
 )
-
-// decodePayload decodes a token's payload once, the way claims.Parse
-// does (numbers kept as json.Number, so a long id keeps every digit), and
-// refuses what json.Unmarshal, and so go-oidc, refused: anything but one
-// JSON object, with nothing after it.
-func decodePayload(payload []byte) (map[string]any, error) {
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.UseNumber()
-	var fields map[string]any
-	if err := dec.Decode(&fields); err != nil {
-		return nil, fmt.Errorf("decode payload: %w", err)
-	}
-	if fields == nil {
-		return nil, errors.New("decode payload: null is not a JSON object")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("decode payload: data after the JSON object")
-	}
-	return fields, nil
-}
-
-// issuerOf returns the payload's iss, the only claim read before the
-// signature is checked.
-func issuerOf(fields map[string]any) (string, error) {
-	v, ok := fields["iss"]
-	if !ok || v == nil {
-		return "", tokenErrorf("token has no iss claim")
-	}
-	iss, ok := v.(string)
-	if !ok {
-		return "", tokenErrorf("token payload is not a JSON object with a string iss: iss is %s", jsonType(v))
-	}
-	return iss, nil
-}
 
 // registered are the claims go-oidc's verifier decoded into typed fields.
 // encoding/json matches struct fields case-insensitively, so go-oidc read
@@ -56,8 +18,8 @@ var registered = [...]string{"iss", "sub", "aud", "exp", "iat", "nbf", "nonce", 
 // claims.FromMap does not (FromMap already requires iss and sub to be
 // strings, aud a string or list of strings, and exp, iat and nbf numbers,
 // which is at least as strict as go-oidc).
-func checkRegistered(fields map[string]any) error {
-	for name := range fields {
+func checkRegistered(set *claims.Set) error {
+	for _, name := range set.Names() {
 		if !foldable(name) {
 			continue
 		}
@@ -68,10 +30,8 @@ func checkRegistered(fields map[string]any) error {
 		}
 	}
 	for _, name := range [...]string{"nonce", "at_hash"} {
-		if v := fields[name]; v != nil {
-			if _, ok := v.(string); !ok {
-				return &claims.TypeError{Claim: name, Want: "a string", Got: jsonType(v)}
-			}
+		if k := set.Kind(name); k != 0 && k != claims.String {
+			return &claims.TypeError{Claim: name, Want: "a string", Got: k.String()}
 		}
 	}
 	// go-oidc checked that each distributed claim names a source and
@@ -79,7 +39,7 @@ func checkRegistered(fields map[string]any) error {
 	// claim whose value lives elsewhere cannot be matched by a policy, so
 	// Ferry refuses them rather than half-accepting them.
 	for _, name := range [...]string{"_claim_names", "_claim_sources"} {
-		if fields[name] != nil {
+		if set.Kind(name) != 0 {
 			return fmt.Errorf("claim %q (distributed claims) is not supported", name)
 		}
 	}
@@ -97,23 +57,4 @@ func foldable(name string) bool {
 		}
 	}
 	return false
-}
-
-// jsonType names a decoded JSON value's type for an error message.
-func jsonType(v any) string {
-	switch v.(type) {
-	case string:
-		return "string"
-	case bool:
-		return "boolean"
-	case json.Number, float64:
-		return "number"
-	case []any:
-		return "list"
-	case map[string]any:
-		return "object"
-	case nil:
-		return "null"
-	}
-	return fmt.Sprintf("%T", v)
 }
