@@ -161,9 +161,14 @@ func (s *Service) Exchange(ctx context.Context, req Request) (*Result, error) {
 		s.d.Metrics.observe(rec.Policy, audit.Deny, string(e.Code), s.d.Now().Sub(start))
 		return nil, e
 	}
-	s.d.Logger.InfoContext(ctx, "exchange allowed", "request_id", req.RequestID, "policy", rec.Policy,
-		"issuer", rec.Issuer, "subject", rec.Subject, "credential", rec.Credential.Type, "credential_id", rec.Credential.ID,
-		"expires_at", rec.Credential.ExpiresAt)
+	// Every decision is in the audit log already; the operational log
+	// repeats it only when asked (log_level: debug), which saves a write
+	// to stderr per request on the hot path.
+	if s.d.Logger.Enabled(ctx, slog.LevelDebug) {
+		s.d.Logger.DebugContext(ctx, "exchange allowed", "request_id", req.RequestID, "policy", rec.Policy,
+			"issuer", rec.Issuer, "subject", rec.Subject, "credential", rec.Credential.Type, "credential_id", rec.Credential.ID,
+			"expires_at", rec.Credential.ExpiresAt)
+	}
 	s.d.Metrics.observe(rec.Policy, audit.Allow, "", s.d.Now().Sub(start))
 	return res, nil
 }
@@ -192,9 +197,15 @@ func (s *Service) deny(ctx context.Context, req Request, rec *audit.Record, star
 }
 
 func (s *Service) log(ctx context.Context, req Request, e *Error) {
-	level := slog.LevelInfo // a refusal is the broker working
+	// A refusal is the broker working, and the audit log has it: the
+	// operational log repeats it at debug. What an operator must act on
+	// (a provider failing, the broker unable to decide) is an error.
+	level := slog.LevelDebug
 	if e.Code == UpstreamError || e.Code == Unavailable {
 		level = slog.LevelError
+	}
+	if !s.d.Logger.Enabled(ctx, level) {
+		return
 	}
 	attrs := []any{"request_id", req.RequestID, "policy", req.Policy, "error", string(e.Code), "reason", e.Description}
 	if e.Err != nil {
