@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"runtime"
@@ -23,7 +24,7 @@ type scenario struct {
 	name   string
 	what   string
 	policy string
-	broker string // which broker: "memory" or "redis"
+	broker string // which broker: "memory", "memory-10k" or "redis"
 	fresh  bool   // every request needs an unused token (an allowed exchange spends it)
 	status int    // the answer the broker must give
 }
@@ -33,7 +34,11 @@ var allScenarios = []scenario{
 	{"token", "allowed, Ferry-signed ES256 token: verify, policy, replay, sign, audit", "artifacts", "memory", true, http.StatusOK},
 	{"aws", "allowed, AWS credentials from an in-memory STS", "cloud", "memory", true, http.StatusOK},
 	{"token-redis", "the token scenario with replay.store: redis", "artifacts", "redis", true, http.StatusOK},
+	{"deny-10k", "the deny scenario with 10,000 more policies loaded", "deploy", "memory-10k", false, http.StatusForbidden},
 }
+
+// extraPolicies is how many more policies each broker loads.
+var extraPolicies = map[string]int{"memory-10k": 10000}
 
 func run(ctx context.Context, o options, w io.Writer) error {
 	var chosen []scenario
@@ -82,7 +87,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			defer stop()
 			replay = fmt.Sprintf("{store: redis, redis_url: %q}", "redis://"+addr+"/0")
 		}
-		cfg, err := writeConfig(dir+"/"+s.broker, gh.URL(), replay)
+		cfg, err := writeConfig(dir+"/"+s.broker, gh.URL(), replay, extraPolicies[s.broker])
 		if err != nil {
 			return err
 		}
@@ -118,6 +123,10 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	}
 	drive(ctx, client, bare+"/v1/exchange", func(i int) []byte { return exchangeBody("deploy", denied[i%len(denied)]) }, http.StatusOK, o.conns, 500, o.round)
 
+	for _, name := range slices.Sorted(maps.Keys(brokers)) {
+		fmt.Fprintf(w, "broker %-10s resident %s after warm-up (%d policies)\n", name, brokers[name].rss(), len(policies)+extraPolicies[name])
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\tround\tbare req/s\tbare p50\tbare p99\tferry req/s\tferry p50\tferry p99\tratio\t")
 	type summary struct {
@@ -162,7 +171,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	fmt.Fprintln(w, "\nmedians over rounds (ratio = ferry req/s ÷ bare req/s in the same round):")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	var failed []string
-	var memoryToken, redisToken float64
+	var memoryToken, redisToken, deny, deny10k float64
 	for _, sum := range sums {
 		if len(sum.ratios) == 0 {
 			continue
@@ -177,11 +186,21 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			memoryToken = ratio
 		case "token-redis":
 			redisToken = ratio
+		case "deny":
+			deny = ratio
+		case "deny-10k":
+			deny10k = ratio
 		}
 	}
 	tw.Flush()
 	if memoryToken > 0 && redisToken > 0 {
 		fmt.Fprintf(w, "  redis replay store costs %.0f%% against memory (token scenario ratios)\n", 100*(1-redisToken/memoryToken))
+	}
+	if deny > 0 && deny10k > 0 {
+		fmt.Fprintf(w, "  10,000 policies cost %.2fx the request cost of %d (deny scenario ratios)\n", deny/deny10k, len(policies))
+	}
+	for _, name := range slices.Sorted(maps.Keys(brokers)) {
+		fmt.Fprintf(w, "  broker %-10s resident %s at the end\n", name, brokers[name].rss())
 	}
 	fmt.Fprintf(w, "\nmachine: %d CPUs, %s/%s, load %s\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, loadAverage())
 	if len(failed) > 0 {

@@ -36,17 +36,41 @@ grant: {aws: {role_arn: "arn:aws:iam::123456789012:role/deploy", session_tags: [
 `,
 }
 
-// writeConfig writes the policies, a signing key and a ferry.yaml into dir
-// and returns the config's path. The audit log is a file, fsynced as in
-// production; the per-address rate limit is off, since every request
-// comes from one address here.
-func writeConfig(dir, issuer, replay string) (string, error) {
+// writeConfig writes the policies (and extra policies shaped like a
+// production deploy policy, one per repository), a signing key and a
+// ferry.yaml into dir and returns the config's path. The audit log is a
+// file, fsynced as in production; the per-address rate limit is off, since
+// every request comes from one address here.
+func writeConfig(dir, issuer, replay string, extra int) (string, error) {
 	pdir := filepath.Join(dir, "policies")
 	if err := os.MkdirAll(pdir, 0o700); err != nil {
 		return "", err
 	}
 	for name, body := range policies {
 		if err := os.WriteFile(filepath.Join(pdir, name), []byte(body), 0o600); err != nil {
+			return "", err
+		}
+	}
+	for i := range extra {
+		body := fmt.Sprintf(`issuer: github
+match:
+  repository: acme/app-%d
+  repository_id: "%d"
+  ref: refs/heads/main
+  environment: production
+  event_name: [push, workflow_dispatch]
+  job_workflow_ref: "acme/app-%d/.github/workflows/*.yml@refs/heads/main"
+deny:
+  - event_name: pull_request_target
+  - actor: "*[bot]"
+grant:
+  aws:
+    role_arn: arn:aws:iam::123456789012:role/deploy-%d
+    session_policy:
+      Statement: [{Effect: Allow, Action: "s3:*", Resource: "arn:aws:s3:::artifacts/{{repository}}/*"}]
+    session_tags: [repository, ref, run_id]
+`, i, 100000+i, i, i)
+		if err := os.WriteFile(filepath.Join(pdir, fmt.Sprintf("deploy-%05d.yaml", i)), []byte(body), 0o600); err != nil {
 			return "", err
 		}
 	}
@@ -119,6 +143,20 @@ func startBroker(ctx context.Context, bin, cfg string, env []string) (*broker, e
 		log = append(log, <-lines)
 	}
 	return nil, fmt.Errorf("ferry serve did not start:\n%s", strings.Join(log, "\n"))
+}
+
+// rss is the broker's resident set, from /proc.
+func (b *broker) rss() string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", b.cmd.Process.Pid))
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
 }
 
 func (b *broker) stop() {
