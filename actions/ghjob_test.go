@@ -42,6 +42,17 @@ func newJob(t *testing.T, runner *runnerTokenEndpoint) *ghJob {
 	return j
 }
 
+// awkwardTemp moves the job's RUNNER_TEMP under a name with a space, a #
+// and a ;, which the paths in a credential_process line must survive in
+// every reader of the AWS config file (a self-hosted runner's home can
+// have a space).
+func (j *ghJob) awkwardTemp() {
+	j.temp = filepath.Join(j.dir, "run ner #1;temp")
+	if err := os.Mkdir(j.temp, 0o700); err != nil {
+		j.t.Fatal(err)
+	}
+}
+
 // stepEnv is the environment the runner gives a step of this job.
 func (j *ghJob) stepEnv() []string {
 	envv := []string{

@@ -87,7 +87,7 @@ func checkMasked(t *testing.T, r actionRun, secrets ...string) {
 			t.Errorf("secret %d is empty", i)
 			continue
 		}
-		at := slices.Index(lines, "::add-mask::"+sec)
+		at := slices.Index(lines, "::add-mask::"+escapeCommandData(sec))
 		switch {
 		case at < 0:
 			t.Errorf("secret %d was never masked", i)
@@ -103,6 +103,12 @@ func checkMasked(t *testing.T, r actionRun, secrets ...string) {
 			t.Errorf("secret %d appears on stderr", i)
 		}
 	}
+}
+
+// escapeCommandData is how @actions/core writes a value into a workflow
+// command, and the runner reads it back.
+func escapeCommandData(s string) string {
+	return strings.NewReplacer("%", "%25", "\r", "%0D", "\n", "%0A").Replace(s)
 }
 
 func TestGitHubActionMintsAWSCredentials(t *testing.T) {
@@ -139,8 +145,8 @@ func TestGitHubActionMintsAWSCredentials(t *testing.T) {
 	if r.outputs["aws-access-key-id"] != r.env["AWS_ACCESS_KEY_ID"] {
 		t.Error("output aws-access-key-id differs from the exported AWS_ACCESS_KEY_ID")
 	}
-	if r.outputs["role-arn"] != "arn:aws:iam::123456789012:role/ferry-action-deploy" {
-		t.Errorf("output role-arn = %q", r.outputs["role-arn"])
+	if r.outputs["role-arn"] != "arn:aws:iam::123456789012:role/ferry-action-deploy" || r.outputs["aws-account-id"] != "123456789012" {
+		t.Errorf("output role-arn = %q, aws-account-id = %q", r.outputs["role-arn"], r.outputs["aws-account-id"])
 	}
 	// 20m, not the policy's hour: the duration input reached STS. (STS
 	// cannot go below 15m; the broker rounds shorter requests up.)

@@ -31926,17 +31926,24 @@ function sectionName(profile) {
   return profile === 'default' ? '[default]' : `[profile ${profile}]`;
 }
 
-// commandLine joins argv into a credential_process value. botocore splits
-// it like a POSIX shell (shlex), aws-sdk-go-v2 hands it to `sh -c`, and on
-// Windows both follow cmd.exe's rules; double quotes mean the same in all
-// of them as long as an argument holds none of the characters refused here.
+// commandLine joins argv into a credential_process value that every
+// reader of the config file splits back into the same argv. botocore
+// splits it like a POSIX shell (shlex) and aws-sdk-go-v2 hands it to
+// `sh -c`, so on POSIX each unsafe character gets a backslash: double
+// quotes would not do, since aws-sdk-go-v2's ini reader strips a pair
+// that wraps the whole value, and it cuts a value at " #" or " ;". On
+// Windows (cmd.exe's rules, untested) an argument with a space is
+// double-quoted.
 function commandLine(argv, platform = process.platform) {
-  const bad = platform === 'win32' ? /["%\r\n]/ : /["$`\\\r\n]/;
   return argv.map(a => {
-    if (bad.test(a)) {
-      throw new Error(`cannot write ${JSON.stringify(a)} into a credential_process line: it holds a quote, $, \`, \\ or line break`);
+    if (a === '' || /[\r\n\0]/.test(a)) {
+      throw new Error(`cannot write ${JSON.stringify(a)} into a credential_process line`);
     }
-    return `"${a}"`;
+    if (platform === 'win32') {
+      if (/["%]/.test(a)) throw new Error(`cannot write ${JSON.stringify(a)} into a credential_process line: it holds " or %`);
+      return /\s/.test(a) ? `"${a}"` : a;
+    }
+    return a.replace(/[^A-Za-z0-9_.\/:@%+=,-]/g, c => `\\${c}`);
   }).join(' ');
 }
 

@@ -5,12 +5,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as awsconfig from './awsconfig.js';
 
-test('commandLine double-quotes every argument and refuses what quoting cannot hold', () => {
-  assert.equal(awsconfig.commandLine(['/opt/node 24/bin/node', '/a/b.js'], 'linux'), '"/opt/node 24/bin/node" "/a/b.js"');
-  for (const bad of ['/a/"b', '/a/$HOME', '/a/`x`', '/a\\b', '/a\nb']) {
-    assert.throws(() => awsconfig.commandLine([bad], 'linux'), /cannot write/, bad);
-  }
-  assert.equal(awsconfig.commandLine(['D:\\a\\_temp\\node.exe'], 'win32'), '"D:\\a\\_temp\\node.exe"');
+test('commandLine escapes what a shell, shlex or the Go SDK\'s ini reader would change', () => {
+  assert.equal(awsconfig.commandLine(['/opt/node 24/bin/node', '/a/b.js'], 'linux'), '/opt/node\\ 24/bin/node /a/b.js');
+  assert.equal(awsconfig.commandLine(['/a/"b" #c;$d`e\\f'], 'linux'), '/a/\\"b\\"\\ \\#c\\;\\$d\\`e\\\\f');
+  for (const bad of ['/a\nb', '']) assert.throws(() => awsconfig.commandLine([bad], 'linux'), /cannot write/, bad);
+  assert.equal(awsconfig.commandLine(['D:\\a\\_temp\\node.exe', 'C:\\Program Files\\x.js'], 'win32'), 'D:\\a\\_temp\\node.exe "C:\\Program Files\\x.js"');
   assert.throws(() => awsconfig.commandLine(['%TEMP%\\x'], 'win32'), /cannot write/);
 });
 
