@@ -101,6 +101,16 @@ grant:
   aws:
     role_arn: arn:aws:iam::123456789012:role/ferry-gitlab-deploy
     duration: 30m
+-- gl-deploy-stage.yaml --
+issuer: gitlab
+match:
+  project_path: group/app
+  project_id: 4242
+  ref_protected: true
+grant:
+  aws:
+    role_arn: arn:aws:iam::210987654321:role/ferry-gitlab-stage
+    duration: 1h
 -- gl-artifacts.yaml --
 issuer: gitlab
 match:
