@@ -173,12 +173,15 @@ func TestGitLabScriptExportsAFerryToken(t *testing.T) {
 
 func TestGitLabScriptFailsTheJobWithTheBrokersReason(t *testing.T) {
 	e := newEnv(t)
-	for _, client := range []string{"curl", "ferry"} {
-		t.Run(client, func(t *testing.T) {
+	for _, c := range []struct{ client, json string }{{"curl", "jq"}, {"curl", "sed"}, {"ferry", ""}} {
+		t.Run(c.client+c.json, func(t *testing.T) {
+			if c.json == "jq" {
+				requireTool(t, "jq")
+			}
 			// An unprotected branch: gl-deploy requires ref_protected.
 			tok := sign(t, e.gl, "gitlab-unprotected-branch", nil)
 			r := runJob(t, "bash", []string{filepath.Dir(e.ferry)},
-				"FERRY_URL="+e.broker.URL, "FERRY_POLICY=gl-deploy", "FERRY_ID_TOKEN="+tok, "FERRY_CLIENT="+client)
+				"FERRY_URL="+e.broker.URL, "FERRY_POLICY=gl-deploy", "FERRY_ID_TOKEN="+tok, "FERRY_CLIENT="+c.client, "FERRY_JSON="+c.json)
 			if r.code == 0 {
 				t.Fatalf("a refused exchange let the job go on:\n%s", r)
 			}
