@@ -171,6 +171,8 @@ func TestExchangeCacheAndProfileUsageErrorsSpendNothing(t *testing.T) {
 		{"--aws-profile without AWS_CONFIG_FILE", []string{"AWS_CONFIG_FILE="}, []string{"--aws-profile", "deploy"}, 2, "AWS_CONFIG_FILE, which is not set"},
 		{"--aws-profile with --format", []string{"AWS_CONFIG_FILE=" + filepath.Join(dir, "c")}, []string{"--aws-profile", "deploy", "--format", "json"}, 2, "leave out --format"},
 		{"a bad profile name", []string{"AWS_CONFIG_FILE=" + filepath.Join(dir, "c")}, []string{"--aws-profile", "de ploy"}, 2, "must be letters"},
+		{"a cached exchange from stdin", nil, []string{"--format", "credential-process", "--cache", filepath.Join(dir, "c"), "--token-file", "-"}, 2, "not -"},
+		{"--cache with --aws-profile is the profile's cache", []string{"AWS_CONFIG_FILE="}, []string{"--aws-profile", "deploy", "--cache", filepath.Join(dir, "c")}, 2, "AWS_CONFIG_FILE, which is not set"},
 		{"a profile Ferry did not write", []string{"AWS_CONFIG_FILE=" + taken}, []string{"--aws-profile", "deploy"}, 1, "Ferry did not write"},
 	}
 	for _, tt := range tests {
