@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Writing a credential_process profile into an AWS config file, in the
@@ -38,7 +39,10 @@ func CheckProfileName(name string) error {
 func CommandLine(argv []string) (string, error) {
 	parts := make([]string, len(argv))
 	for i, a := range argv {
-		if a == "" || strings.ContainsAny(a, "\r\n\x00") {
+		// Control characters have no business in these paths and URLs, and
+		// the ini readers trim the value: a final space would be lost.
+		if a == "" || strings.ContainsFunc(a, func(r rune) bool { return r < 0x20 || r == 0x7f }) ||
+			(i == len(argv)-1 && strings.TrimRightFunc(a, unicode.IsSpace) != a) {
 			return "", fmt.Errorf("cannot write %q into a credential_process line", a)
 		}
 		parts[i] = shellSafe.ReplaceAllStringFunc(a, func(c string) string { return `\` + c })

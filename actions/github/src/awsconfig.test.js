@@ -8,7 +8,10 @@ import * as awsconfig from './awsconfig.js';
 test('commandLine escapes what a shell, shlex or the Go SDK\'s ini reader would change', () => {
   assert.equal(awsconfig.commandLine(['/opt/node 24/bin/node', '/a/b.js'], 'linux'), '/opt/node\\ 24/bin/node /a/b.js');
   assert.equal(awsconfig.commandLine(['/a/"b" #c;$d`e\\f'], 'linux'), '/a/\\"b\\"\\ \\#c\\;\\$d\\`e\\\\f');
-  for (const bad of ['/a\nb', '']) assert.throws(() => awsconfig.commandLine([bad], 'linux'), /cannot write/, bad);
+  for (const bad of ['/a\nb', '', '/a\tb', 'ends in a space ', 'ends in a no-break space\u00a0']) {
+    assert.throws(() => awsconfig.commandLine([bad], 'linux'), /cannot write/, bad);
+  }
+  assert.equal(awsconfig.commandLine(['a space ', 'x'], 'linux'), 'a\\ space\\  x', 'only the last argument may not end in a blank');
   assert.equal(awsconfig.commandLine(['D:\\a\\_temp\\node.exe', 'C:\\Program Files\\x.js'], 'win32'), 'D:\\a\\_temp\\node.exe "C:\\Program Files\\x.js"');
   assert.throws(() => awsconfig.commandLine(['%TEMP%\\x'], 'win32'), /cannot write/);
 });

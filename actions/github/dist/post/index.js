@@ -31587,8 +31587,11 @@ function sectionName(profile) {
 // Windows (cmd.exe's rules, untested) an argument with a space is
 // double-quoted.
 function commandLine(argv, platform = process.platform) {
-  return argv.map(a => {
-    if (a === '' || /[\r\n\0]/.test(a)) {
+  return argv.map((a, i) => {
+    // Control characters have no business in these paths, and the ini
+    // readers trim the value: a final blank would be lost.
+    // eslint-disable-next-line no-control-regex
+    if (a === '' || /[\x00-\x1f\x7f]/.test(a) || (i === argv.length - 1 && /\s$/u.test(a))) {
       throw new Error(`cannot write ${JSON.stringify(a)} into a credential_process line`);
     }
     if (platform === 'win32') {
