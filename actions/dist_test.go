@@ -14,25 +14,43 @@ import (
 // The runner runs the committed dist/index.js and nothing else: no npm
 // install happens in a workflow. These tests keep that file honest.
 
-// TestGitHubActionDistIsBundled checks, without node_modules, that dist is
-// a self-contained bundle of the current src: no package import left for
-// the runner to resolve, and every string literal of src inside it.
+// The bundles the runner runs: the main step, the post step, and the
+// entry point that an aws-profile's credential_process starts.
+var distBundles = []string{"index.js", "post/index.js", "credential-process/index.js"}
+
+// TestGitHubActionDistIsBundled checks, without node_modules, that dist
+// holds self-contained bundles of the current src: no package import left
+// for the runner to resolve, and every string literal of src inside them.
 func TestGitHubActionDistIsBundled(t *testing.T) {
 	dir := filepath.Join(repoRoot(t), "actions", "github")
-	dist, err := os.ReadFile(filepath.Join(dir, "dist", "index.js"))
+	var all []byte
+	for _, b := range distBundles {
+		dist, err := os.ReadFile(filepath.Join(dir, "dist", b))
+		if err != nil {
+			t.Fatalf("dist/%s is missing (cd actions/github && npm ci && npm run build): %v", b, err)
+		}
+		if bare := regexp.MustCompile(`(?m)(from\s+|require\()\s*["']@actions/`).Find(dist); bare != nil {
+			t.Errorf("dist/%s imports %q at run time: it is not bundled", b, bare)
+		}
+		var pkg struct{ Type string }
+		data, err := os.ReadFile(filepath.Join(dir, "dist", filepath.Dir(b), "package.json"))
+		if err != nil || json.Unmarshal(data, &pkg) != nil || pkg.Type != "module" {
+			t.Errorf("dist/%s/package.json must say type: module, or node reads the ESM bundle as CommonJS (err %v)", filepath.Dir(b), err)
+		}
+		all = append(all, dist...)
+	}
+	// The credential_process bundle must not print to stdout on its own:
+	// stdout is the credential JSON the SDK reads, and @actions/core writes
+	// workflow commands there.
+	cp, err := os.ReadFile(filepath.Join(dir, "dist", "credential-process", "index.js"))
 	if err != nil {
-		t.Fatalf("dist/index.js is missing (cd actions/github && npm ci && npm run build): %v", err)
+		t.Fatal(err)
 	}
-	if bare := regexp.MustCompile(`(?m)(from\s+|require\()\s*["']@actions/`).Find(dist); bare != nil {
-		t.Errorf("dist/index.js imports %q at run time: it is not bundled", bare)
-	}
-	var pkg struct{ Type string }
-	data, err := os.ReadFile(filepath.Join(dir, "dist", "package.json"))
-	if err != nil || json.Unmarshal(data, &pkg) != nil || pkg.Type != "module" {
-		t.Errorf("dist/package.json must say type: module, or node reads the ESM bundle as CommonJS (err %v)", err)
+	if bytes.Contains(cp, []byte("::add-mask::")) || bytes.Contains(cp, []byte("issueCommand")) {
+		t.Error("dist/credential-process/index.js contains @actions/core's command writer; its stdout must carry only the credential")
 	}
 
-	// Every string literal of the action's own sources must be in the bundle:
+	// Every string literal of the action's own sources must be in a bundle:
 	// a literal that is not means dist was built from other sources.
 	srcs, err := filepath.Glob(filepath.Join(dir, "src", "*.js"))
 	if err != nil {
@@ -55,8 +73,8 @@ func TestGitHubActionDistIsBundled(t *testing.T) {
 				continue // module specifiers: the bundler replaces them
 			}
 			checked++
-			if !bytes.Contains(dist, lit) {
-				t.Errorf("dist/index.js lacks %q from %s: rebuild it (npm run build)", lit, filepath.Base(src))
+			if !bytes.Contains(all, lit) {
+				t.Errorf("no dist bundle has %q from %s: rebuild it (npm run build)", lit, filepath.Base(src))
 			}
 		}
 	}
@@ -65,36 +83,58 @@ func TestGitHubActionDistIsBundled(t *testing.T) {
 	}
 }
 
-// TestGitHubActionDistIsFreshBuild rebuilds dist with the pinned ncc and
-// compares it byte for byte with the committed one. It needs node_modules
-// (npm ci), so it skips without them: CI runs `npm ci` first (see
-// actions/github/README.md).
+// TestGitHubActionDistIsFreshBuild runs the package's build script
+// (build.mjs, what `npm run build` runs) into a temporary directory and
+// compares the whole tree byte for byte with the committed dist. It needs
+// node_modules (npm ci), so it skips without them: CI runs `npm ci` first
+// (see actions/github/README.md).
 func TestGitHubActionDistIsFreshBuild(t *testing.T) {
 	node := requireTool(t, "node")
 	dir := filepath.Join(repoRoot(t), "actions", "github")
-	ncc := filepath.Join(dir, "node_modules", "@vercel", "ncc", "dist", "ncc", "cli.js")
-	if _, err := os.Stat(ncc); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@vercel", "ncc", "dist", "ncc", "cli.js")); err != nil {
 		t.Skip("actions/github/node_modules is not installed (cd actions/github && npm ci)")
 	}
 	out := t.TempDir()
-	cmd := exec.Command(node, ncc, "build", "src/index.js", "--out", out, "--license", "licenses.txt", "--no-source-map-register", "--quiet")
+	cmd := exec.Command(node, "build.mjs", out)
 	cmd.Dir = dir
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ncc build: %v\n%s", err, b)
+		t.Fatalf("node build.mjs: %v\n%s", err, b)
 	}
-	for _, f := range []string{"index.js", "licenses.txt", "package.json"} {
-		built, err := os.ReadFile(filepath.Join(out, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		committed, err := os.ReadFile(filepath.Join(dir, "dist", f))
-		if err != nil {
-			t.Fatalf("dist/%s is missing: %v", f, err)
-		}
-		if !bytes.Equal(built, committed) {
-			t.Errorf("dist/%s is stale: run `npm run build` in actions/github and commit dist/", f)
+	built, committed := treeOf(t, out), treeOf(t, filepath.Join(dir, "dist"))
+	for name, data := range built {
+		if c, ok := committed[name]; !ok {
+			t.Errorf("dist/%s is not committed: run `npm run build` in actions/github and commit dist/", name)
+		} else if !bytes.Equal(c, data) {
+			t.Errorf("dist/%s is stale: run `npm run build` in actions/github and commit dist/", name)
 		}
 	}
+	for name := range committed {
+		if _, ok := built[name]; !ok {
+			t.Errorf("dist/%s is committed but the build no longer makes it: delete it", name)
+		}
+	}
+}
+
+// treeOf reads every file under root, keyed by its slash path.
+func treeOf(t *testing.T, root string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		out[filepath.ToSlash(rel)] = data
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // TestGitHubActionUnitTests runs the action's own node:test unit tests,

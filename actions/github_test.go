@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -34,6 +33,7 @@ type actionMetadata struct {
 	Runs struct {
 		Using string `yaml:"using"`
 		Main  string `yaml:"main"`
+		Post  string `yaml:"post"`
 	} `yaml:"runs"`
 }
 
@@ -54,76 +54,14 @@ func loadAction(t *testing.T) (dir string, meta actionMetadata) {
 // files the step wrote to.
 type actionRun struct {
 	result
-	env, outputs map[string]string
+	env, outputs, state map[string]string
 }
 
-// runAction runs the action as the runner does: node on runs.main, an
-// INPUT_ variable for every input given or defaulted (named as the runner
-// names them: upper-cased, spaces to _, hyphens kept), the file-command
-// files, and the OIDC request variables pointing at runner. extraEnv comes
-// last and so overrides.
+// runAction runs the action's main step in a job of its own; see
+// ghJob.action.
 func runAction(t *testing.T, runner *runnerTokenEndpoint, inputs map[string]string, extraEnv ...string) actionRun {
 	t.Helper()
-	node := requireTool(t, "node")
-	dir, meta := loadAction(t)
-	tmp := t.TempDir()
-	files := map[string]string{}
-	for _, name := range []string{"GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_STATE", "GITHUB_PATH", "GITHUB_STEP_SUMMARY"} {
-		files[name] = filepath.Join(tmp, strings.ToLower(name))
-		if err := os.WriteFile(files[name], nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	workspace := filepath.Join(tmp, "workspace")
-	if err := os.Mkdir(workspace, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	envv := []string{
-		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + tmp,
-		"GITHUB_ACTIONS=true",
-		"GITHUB_WORKSPACE=" + workspace,
-		"RUNNER_TEMP=" + tmp,
-		"RUNNER_OS=Linux",
-		"ACTIONS_ID_TOKEN_REQUEST_URL=" + runner.URL,
-		"ACTIONS_ID_TOKEN_REQUEST_TOKEN=" + runner.RequestToken,
-	}
-	for name, path := range files {
-		envv = append(envv, name+"="+path)
-	}
-	for name := range inputs {
-		if _, ok := meta.Inputs[name]; !ok {
-			t.Fatalf("input %q is not declared in action.yml", name)
-		}
-	}
-	for name, in := range meta.Inputs {
-		value, given := inputs[name]
-		if !given && in.Default != nil {
-			value, given = *in.Default, true
-		}
-		if given {
-			envv = append(envv, "INPUT_"+strings.ToUpper(strings.ReplaceAll(name, " ", "_"))+"="+value)
-		}
-	}
-	envv = append(envv, extraEnv...)
-
-	cmd := exec.Command(node, filepath.Join(dir, meta.Runs.Main))
-	cmd.Dir = workspace
-	cmd.Env = envv
-	r := actionRun{result: run(t, cmd)}
-	var err error
-	if r.env, err = parseFileCommands(files["GITHUB_ENV"]); err != nil {
-		t.Fatal(err)
-	}
-	if r.outputs, err = parseFileCommands(files["GITHUB_OUTPUT"]); err != nil {
-		t.Fatal(err)
-	}
-	for name := range r.outputs {
-		if _, ok := meta.Outputs[name]; !ok {
-			t.Errorf("the action set output %q, which action.yml does not declare", name)
-		}
-	}
-	return r
+	return newJob(t, runner).action(inputs, extraEnv...)
 }
 
 // String shows a run for a failure message, with every credential it
@@ -151,7 +89,7 @@ func checkMasked(t *testing.T, r actionRun, secrets ...string) {
 			t.Errorf("secret %d is empty", i)
 			continue
 		}
-		at := slices.Index(lines, "::add-mask::"+sec)
+		at := slices.Index(lines, "::add-mask::"+escapeCommandData(sec))
 		switch {
 		case at < 0:
 			t.Errorf("secret %d was never masked", i)
@@ -167,6 +105,12 @@ func checkMasked(t *testing.T, r actionRun, secrets ...string) {
 			t.Errorf("secret %d appears on stderr", i)
 		}
 	}
+}
+
+// escapeCommandData is how @actions/core writes a value into a workflow
+// command, and the runner reads it back.
+func escapeCommandData(s string) string {
+	return strings.NewReplacer("%", "%25", "\r", "%0D", "\n", "%0A").Replace(s)
 }
 
 func TestGitHubActionMintsAWSCredentials(t *testing.T) {
@@ -203,8 +147,8 @@ func TestGitHubActionMintsAWSCredentials(t *testing.T) {
 	if r.outputs["aws-access-key-id"] != r.env["AWS_ACCESS_KEY_ID"] {
 		t.Error("output aws-access-key-id differs from the exported AWS_ACCESS_KEY_ID")
 	}
-	if r.outputs["role-arn"] != "arn:aws:iam::123456789012:role/ferry-action-deploy" {
-		t.Errorf("output role-arn = %q", r.outputs["role-arn"])
+	if r.outputs["role-arn"] != "arn:aws:iam::123456789012:role/ferry-action-deploy" || r.outputs["aws-account-id"] != "123456789012" {
+		t.Errorf("output role-arn = %q, aws-account-id = %q", r.outputs["role-arn"], r.outputs["aws-account-id"])
 	}
 	// 20m, not the policy's hour: the duration input reached STS. (STS
 	// cannot go below 15m; the broker rounds shorter requests up.)

@@ -118,6 +118,9 @@ func TestGitLabScriptExportsWorkingAWSCredentials(t *testing.T) {
 			if c.client != "" {
 				vars = append(vars, "FERRY_CLIENT="+c.client)
 			}
+			if c.shell == "dash" {
+				vars = append(vars, "FERRY_JSON=sed") // jq is the bash case's, where the machine has it
+			}
 			r := runJob(t, c.shell, c.path, vars...)
 			if r.code != 0 {
 				t.Fatalf("before_script failed:\n%s", r)
@@ -170,12 +173,15 @@ func TestGitLabScriptExportsAFerryToken(t *testing.T) {
 
 func TestGitLabScriptFailsTheJobWithTheBrokersReason(t *testing.T) {
 	e := newEnv(t)
-	for _, client := range []string{"curl", "ferry"} {
-		t.Run(client, func(t *testing.T) {
+	for _, c := range []struct{ client, json string }{{"curl", "jq"}, {"curl", "sed"}, {"ferry", ""}} {
+		t.Run(c.client+c.json, func(t *testing.T) {
+			if c.json == "jq" {
+				requireTool(t, "jq")
+			}
 			// An unprotected branch: gl-deploy requires ref_protected.
 			tok := sign(t, e.gl, "gitlab-unprotected-branch", nil)
 			r := runJob(t, "bash", []string{filepath.Dir(e.ferry)},
-				"FERRY_URL="+e.broker.URL, "FERRY_POLICY=gl-deploy", "FERRY_ID_TOKEN="+tok, "FERRY_CLIENT="+client)
+				"FERRY_URL="+e.broker.URL, "FERRY_POLICY=gl-deploy", "FERRY_ID_TOKEN="+tok, "FERRY_CLIENT="+c.client, "FERRY_JSON="+c.json)
 			if r.code == 0 {
 				t.Fatalf("a refused exchange let the job go on:\n%s", r)
 			}
@@ -201,7 +207,7 @@ func TestGitLabScriptRefusesBadSetups(t *testing.T) {
 		{"no policy", []string{"FERRY_URL=" + e.broker.URL, "FERRY_ID_TOKEN=" + tok}, "FERRY_POLICY is not set"},
 		{"plain http to a remote host", []string{"FERRY_URL=http://ferry.example.com", "FERRY_POLICY=gl-deploy", "FERRY_ID_TOKEN=" + tok}, "must use https"},
 		{"credentials in the URL", []string{"FERRY_URL=http://u:p@127.0.0.1:1", "FERRY_POLICY=gl-deploy", "FERRY_ID_TOKEN=" + tok}, "must not carry credentials"},
-		{"a policy name that would bend the JSON", []string{"FERRY_URL=" + e.broker.URL, `FERRY_POLICY=x","duration":"12h`, "FERRY_ID_TOKEN=" + tok}, "characters a policy name cannot have"},
+		{"a policy name that would bend the JSON", []string{"FERRY_URL=" + e.broker.URL, `FERRY_POLICY=x","duration":"12h`, "FERRY_ID_TOKEN=" + tok}, "is not a policy name"},
 		{"something that is not a JWT", []string{"FERRY_URL=" + e.broker.URL, "FERRY_POLICY=gl-deploy", "FERRY_ID_TOKEN=a b"}, "not a JWT"},
 		{"an unknown client", []string{"FERRY_URL=" + e.broker.URL, "FERRY_POLICY=gl-deploy", "FERRY_ID_TOKEN=" + tok, "FERRY_CLIENT=wget"}, "not auto, ferry or curl"},
 		{"the CLI asked for but absent", []string{"FERRY_URL=" + e.broker.URL, "FERRY_POLICY=gl-deploy", "FERRY_ID_TOKEN=" + tok, "FERRY_CLIENT=ferry"}, "no ferry binary"},
@@ -265,58 +271,82 @@ func TestGitLabScriptKeepsSecretsOutOfATracedLog(t *testing.T) {
 	}
 }
 
+// componentPrefix is what the component's before_script runs before the
+// script: its inputs, from its variables, into the script's settings.
+const componentPrefix = `FERRY_URL=$FERRY_COMPONENT_URL FERRY_POLICY=$FERRY_COMPONENT_POLICY FERRY_POLICIES=$FERRY_COMPONENT_POLICIES
+FERRY_AWS_PROFILE=$FERRY_COMPONENT_AWS_PROFILE FERRY_DURATION=$FERRY_COMPONENT_DURATION
+FERRY_CLIENT=$FERRY_COMPONENT_CLIENT FERRY_MAX_ATTEMPTS=$FERRY_COMPONENT_MAX_ATTEMPTS
+`
+
+// TestGitLabTemplateInlinesTheScript keeps the before_script of the older
+// template and of the component identical to ferry-credentials.sh, the
+// file to edit: an include brings in YAML only, so both carry the text.
 func TestGitLabTemplateInlinesTheScript(t *testing.T) {
 	dir := filepath.Join(repoRoot(t), "actions", "gitlab")
-	tmplPath := filepath.Join(dir, "ferry.gitlab-ci.yml")
-	data, err := os.ReadFile(tmplPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	script, err := os.ReadFile(gitlabScript(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	// FERRY_UPDATE_TEMPLATE=1 rewrites the template's before_script from
-	// the script, which is the file to edit.
-	if os.Getenv("FERRY_UPDATE_TEMPLATE") == "1" {
-		const marker = "  before_script:\n    - |\n"
-		head, _, ok := strings.Cut(string(data), marker)
-		if !ok {
-			t.Fatalf("%s has no %q to rewrite after", tmplPath, marker)
-		}
-		var b strings.Builder
-		b.WriteString(head + marker)
-		for _, line := range strings.SplitAfter(string(script), "\n") {
-			if strings.TrimSpace(line) != "" {
-				b.WriteString("      ")
-			}
-			b.WriteString(line)
-		}
-		if err := os.WriteFile(tmplPath, []byte(b.String()), 0o644); err != nil {
+	files := []struct{ path, job, prefix string }{
+		{filepath.Join(dir, "ferry.gitlab-ci.yml"), ".ferry", ""},
+		{filepath.Join(dir, "templates", "credentials.yml"), ".ferry-credentials", componentPrefix},
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f.path)
+		if err != nil {
 			t.Fatal(err)
 		}
-		data = []byte(b.String())
-	}
-
-	var tmpl map[string]struct {
-		IDTokens map[string]struct {
-			Aud any `yaml:"aud"`
-		} `yaml:"id_tokens"`
-		BeforeScript []string `yaml:"before_script"`
-	}
-	if err := yaml.Unmarshal(data, &tmpl); err != nil {
-		t.Fatalf("the template is not YAML GitLab can read: %v", err)
-	}
-	job, ok := tmpl[".ferry"]
-	if !ok {
-		t.Fatal("the template has no hidden job .ferry")
-	}
-	if aud := job.IDTokens["FERRY_ID_TOKEN"].Aud; aud != "ferry" {
-		t.Errorf(".ferry id_tokens FERRY_ID_TOKEN aud = %v, want ferry", aud)
-	}
-	if len(job.BeforeScript) != 1 || job.BeforeScript[0] != string(script) {
-		t.Errorf(".ferry's before_script is not ferry-credentials.sh verbatim; edit the script, then run\n" +
-			"  FERRY_UPDATE_TEMPLATE=1 go test ./actions -run TestGitLabTemplateInlinesTheScript")
+		// FERRY_UPDATE_TEMPLATE=1 rewrites the before_script from the
+		// script; the before_script is the last key of the job.
+		if os.Getenv("FERRY_UPDATE_TEMPLATE") == "1" {
+			marker := "  before_script:\n    - |\n"
+			head, _, ok := strings.Cut(string(data), marker)
+			if !ok {
+				t.Fatalf("%s has no %q to rewrite after", f.path, marker)
+			}
+			var b strings.Builder
+			b.WriteString(head + marker)
+			for _, line := range strings.SplitAfter(f.prefix+string(script), "\n") {
+				if strings.TrimSpace(line) != "" {
+					b.WriteString("      ")
+				}
+				b.WriteString(line)
+			}
+			if err := os.WriteFile(f.path, []byte(b.String()), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			data = []byte(b.String())
+		}
+		type hiddenJob struct {
+			IDTokens map[string]struct {
+				Aud any `yaml:"aud"`
+			} `yaml:"id_tokens"`
+			BeforeScript []string `yaml:"before_script"`
+		}
+		// The component is two documents (header, configuration); the
+		// template one. The job is in the last.
+		var docs []map[string]hiddenJob
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		for {
+			var doc map[string]hiddenJob
+			if err := dec.Decode(&doc); err != nil {
+				break
+			}
+			docs = append(docs, doc)
+		}
+		if len(docs) == 0 {
+			t.Fatalf("%s is not YAML GitLab can read", f.path)
+		}
+		job, ok := docs[len(docs)-1][f.job]
+		if !ok {
+			t.Fatalf("%s has no hidden job %s", f.path, f.job)
+		}
+		if _, ok := job.IDTokens["FERRY_ID_TOKEN"]; !ok {
+			t.Errorf("%s: %s declares no FERRY_ID_TOKEN id_token", f.path, f.job)
+		}
+		if len(job.BeforeScript) != 1 || job.BeforeScript[0] != f.prefix+string(script) {
+			t.Errorf("%s: %s's before_script is not ferry-credentials.sh verbatim; edit the script, then run\n"+
+				"  FERRY_UPDATE_TEMPLATE=1 go test ./actions -run TestGitLabTemplateInlinesTheScript", f.path, f.job)
+		}
 	}
 }

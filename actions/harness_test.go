@@ -48,6 +48,26 @@ grant:
   aws:
     role_arn: arn:aws:iam::123456789012:role/ferry-action-deploy
     duration: 1h
+-- gh-deploy-15m.yaml --
+issuer: github
+match:
+  repository: acme/app
+  repository_id: "892345671"
+  environment: production
+grant:
+  aws:
+    role_arn: arn:aws:iam::123456789012:role/ferry-action-deploy
+    duration: 15m
+-- gh-deploy-stage.yaml --
+issuer: github
+match:
+  repository: acme/app
+  repository_id: "892345671"
+  environment: production
+grant:
+  aws:
+    role_arn: arn:aws:iam::210987654321:role/ferry-action-stage
+    duration: 1h
 -- gh-artifacts.yaml --
 issuer: github
 match:
@@ -81,6 +101,16 @@ grant:
   aws:
     role_arn: arn:aws:iam::123456789012:role/ferry-gitlab-deploy
     duration: 30m
+-- gl-deploy-stage.yaml --
+issuer: gitlab
+match:
+  project_path: group/app
+  project_id: 4242
+  ref_protected: true
+grant:
+  aws:
+    role_arn: arn:aws:iam::210987654321:role/ferry-gitlab-stage
+    duration: 1h
 -- gl-artifacts.yaml --
 issuer: gitlab
 match:

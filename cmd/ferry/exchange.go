@@ -28,9 +28,16 @@ func runExchange(ctx context.Context, args []string, stdout, stderr io.Writer) i
   credential-process  AWS's credential_process JSON
   github              mask the secrets and append the env variables to $GITHUB_ENV
   token               the raw GCP access token or Ferry-signed token`)
+	cache := fs.String("cache", "", "with --format credential-process: hand back the credential cached in this file while it has more\n"+
+		"than min(15m, half its lifetime) left, and exchange only after (one grant per lifetime, not per AWS command);\n"+
+		"with --aws-profile: where the profile keeps its cache (default: beside $AWS_CONFIG_FILE)")
+	awsProfile := fs.String("aws-profile", "", "exchange now, then write a profile of this name into $AWS_CONFIG_FILE whose\n"+
+		"credential_process refreshes the credential through a cache beside that file")
 	if err := fs.Parse(args); err != nil {
 		return usageCode(err)
 	}
+	formatSet := false
+	fs.Visit(func(f *flag.Flag) { formatSet = formatSet || f.Name == "format" })
 	switch {
 	case fs.NArg() > 0:
 		fmt.Fprintf(stderr, "ferry exchange: unexpected argument %q\n", fs.Arg(0))
@@ -44,10 +51,27 @@ func runExchange(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	case !slices.Contains(client.Formats, *format):
 		fmt.Fprintf(stderr, "ferry exchange: --format %q is not one of %s\n", *format, strings.Join(client.Formats, ", "))
 		return exitUsage
+	case *cache != "" && *format != "credential-process" && *awsProfile == "":
+		fmt.Fprintln(stderr, "ferry exchange: --cache is for --format credential-process (or --aws-profile)")
+		return exitUsage
+	case *tokenFile == "-" && (*cache != "" || *awsProfile != ""):
+		fmt.Fprintln(stderr, "ferry exchange: a cached exchange runs again later, from a credential_process: give --token-file a file, not -")
+		return exitUsage
+	case *awsProfile != "" && formatSet:
+		fmt.Fprintln(stderr, "ferry exchange: --aws-profile writes a profile and prints nothing; leave out --format")
+		return exitUsage
 	case *format == "github" && os.Getenv("GITHUB_ENV") == "":
 		// Checked before the exchange spends the job's token.
 		fmt.Fprintln(stderr, "ferry exchange: --format github needs GITHUB_ENV (it runs inside a GitHub Actions step)")
 		return exitUsage
+	}
+
+	req := cachedRequest{url: *brokerURL, policy: *policy, audience: *audience, tokenFile: *tokenFile, duration: *duration}
+	switch {
+	case *awsProfile != "":
+		return writeAWSProfile(ctx, req, *awsProfile, *cache, stderr)
+	case *cache != "":
+		return cachedCredentialProcess(ctx, req, *cache, stdout, stderr)
 	}
 
 	var token string

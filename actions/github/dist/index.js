@@ -28570,7 +28570,7 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("util");
 /***/ ((__webpack_module__, __unused_webpack___webpack_exports__, __nccwpck_require__) => {
 
 __nccwpck_require__.a(__webpack_module__, async (__webpack_handle_async_dependencies__, __webpack_async_result__) => { try {
-/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(7592);
+/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(4265);
 // Entry point bundled into dist/index.js; the runner runs it with node.
 
 
@@ -28581,7 +28581,7 @@ __webpack_async_result__();
 
 /***/ }),
 
-/***/ 7592:
+/***/ 4265:
 /***/ ((__unused_webpack___webpack_module__, __webpack_exports__, __nccwpck_require__) => {
 
 
@@ -28590,6 +28590,10 @@ __nccwpck_require__.d(__webpack_exports__, {
   e: () => (/* binding */ run)
 });
 
+;// CONCATENATED MODULE: external "node:fs"
+const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+;// CONCATENATED MODULE: external "node:path"
+const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
 ;// CONCATENATED MODULE: external "os"
 const external_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("os");
 ;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/utils.js
@@ -28599,7 +28603,7 @@ const external_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta
  * Sanitizes an input into a string so it can be passed into issueCommand safely
  * @param input input to sanitize into a string
  */
-function utils_toCommandValue(input) {
+function toCommandValue(input) {
     if (input === null || input === undefined) {
         return '';
     }
@@ -28706,13 +28710,13 @@ class Command {
     }
 }
 function escapeData(s) {
-    return utils_toCommandValue(s)
+    return toCommandValue(s)
         .replace(/%/g, '%25')
         .replace(/\r/g, '%0D')
         .replace(/\n/g, '%0A');
 }
 function escapeProperty(s) {
-    return utils_toCommandValue(s)
+    return toCommandValue(s)
         .replace(/%/g, '%25')
         .replace(/\r/g, '%0D')
         .replace(/\n/g, '%0A')
@@ -28740,13 +28744,13 @@ function file_command_issueFileCommand(command, message) {
     if (!external_fs_namespaceObject.existsSync(filePath)) {
         throw new Error(`Missing file at path: ${filePath}`);
     }
-    external_fs_namespaceObject.appendFileSync(filePath, `${utils_toCommandValue(message)}${external_os_namespaceObject.EOL}`, {
+    external_fs_namespaceObject.appendFileSync(filePath, `${toCommandValue(message)}${external_os_namespaceObject.EOL}`, {
         encoding: 'utf8'
     });
 }
-function file_command_prepareKeyValueMessage(key, value) {
+function prepareKeyValueMessage(key, value) {
     const delimiter = `ghadelimiter_${external_crypto_namespaceObject.randomUUID()}`;
-    const convertedValue = utils_toCommandValue(value);
+    const convertedValue = toCommandValue(value);
     // These should realistically never happen, but just in case someone finds a
     // way to exploit uuid generation let's not allow keys or values that contain
     // the delimiter.
@@ -31259,11 +31263,11 @@ var ExitCode;
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 function exportVariable(name, val) {
-    const convertedVal = utils_toCommandValue(val);
+    const convertedVal = toCommandValue(val);
     process.env[name] = convertedVal;
     const filePath = process.env['GITHUB_ENV'] || '';
     if (filePath) {
-        return file_command_issueFileCommand('ENV', file_command_prepareKeyValueMessage(name, val));
+        return file_command_issueFileCommand('ENV', prepareKeyValueMessage(name, val));
     }
     command_issueCommand('set-env', { name }, convertedVal);
 }
@@ -31380,10 +31384,10 @@ function getBooleanInput(name, options) {
 function setOutput(name, value) {
     const filePath = process.env['GITHUB_OUTPUT'] || '';
     if (filePath) {
-        return file_command_issueFileCommand('OUTPUT', file_command_prepareKeyValueMessage(name, value));
+        return file_command_issueFileCommand('OUTPUT', prepareKeyValueMessage(name, value));
     }
     process.stdout.write(external_os_namespaceObject.EOL);
-    command_issueCommand('set-output', { name }, utils_toCommandValue(value));
+    command_issueCommand('set-output', { name }, toCommandValue(value));
 }
 /**
  * Enables or disables the echoing of commands into stdout for the rest of the step.
@@ -31502,9 +31506,9 @@ function group(name, fn) {
 function saveState(name, value) {
     const filePath = process.env['GITHUB_STATE'] || '';
     if (filePath) {
-        return issueFileCommand('STATE', prepareKeyValueMessage(name, value));
+        return file_command_issueFileCommand('STATE', prepareKeyValueMessage(name, value));
     }
-    issueCommand('save-state', { name }, toCommandValue(value));
+    command_issueCommand('save-state', { name }, toCommandValue(value));
 }
 /**
  * Gets the value of an state set by this action's main execution.
@@ -31560,7 +31564,7 @@ const LOOPBACK = /^(localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\])$/i;
 // checkBrokerURL refuses URLs that would send the job's ID token where
 // anyone on the path could read it: plain http is allowed only to loopback
 // (a broker run beside the job, as in tests).
-function checkBrokerURL(raw) {
+function broker_checkBrokerURL(raw) {
   let u;
   try {
     u = new URL(raw);
@@ -31584,7 +31588,7 @@ function checkBrokerURL(raw) {
 
 // exchangeURL joins the broker's base URL (which may have a path, when the
 // broker sits behind a prefix) with the API path.
-function exchangeURL(base) {
+function broker_exchangeURL(base) {
   const u = new URL(base.href);
   u.pathname = u.pathname.replace(/\/+$/, '') + '/v1/exchange';
   return u.href;
@@ -31668,7 +31672,7 @@ async function postOnce(client, url, body) {
 // getToken is called for the first attempt and again after a transport
 // error (the broker may have spent a token whose answer was lost), so a
 // retry never fails as a replay.
-async function exchange({ client, url, policy, duration, getToken, maxAttempts, log, sleep }) {
+async function broker_exchange({ client, url, policy, duration, getToken, maxAttempts, log, sleep }) {
   let token = null;
   let lastErr;
   for (let attempt = 1; attempt <= maxAttempts; attempt++) {
@@ -31722,7 +31726,7 @@ function isTransportError(e) {
 // The variable names are the ones each cloud's own tools read, and the same
 // as `ferry exchange --format env|github` exports, so a job can move between
 // the CLI and this action without changing its steps.
-function plan(res, { region = '', outputCredentials = false } = {}) {
+function plan(res, { region = '', outputCredentials = false, maskAccountID = false } = {}) {
   const secrets = [];
   const env = [];
   const outputs = [
@@ -31738,6 +31742,10 @@ function plan(res, { region = '', outputCredentials = false } = {}) {
     // aws-actions/configure-aws-credentials does: it names the session in
     // CloudTrail and has no business in a public log.
     secrets.push(a.access_key_id, a.secret_access_key, a.session_token);
+    const account = accountID(a.role_arn) || accountID(a.assumed_role_arn);
+    // As configure-aws-credentials' mask-aws-account-id: the account id
+    // then shows as *** wherever it appears, role ARNs included.
+    if (maskAccountID && account) secrets.push(account);
     env.push(
       ['AWS_ACCESS_KEY_ID', a.access_key_id],
       ['AWS_SECRET_ACCESS_KEY', a.secret_access_key],
@@ -31749,6 +31757,7 @@ function plan(res, { region = '', outputCredentials = false } = {}) {
       ['aws-access-key-id', a.access_key_id],
       ['expiration', a.expiration],
       ['role-arn', a.role_arn ?? ''],
+      ['aws-account-id', account],
       ['assumed-role-arn', a.assumed_role_arn ?? ''],
     );
     if (outputCredentials) {
@@ -31779,10 +31788,597 @@ function plan(res, { region = '', outputCredentials = false } = {}) {
   return { kind, secrets: secrets.filter(Boolean), env, outputs, summary };
 }
 
+// accountID is the 12-digit account of an IAM or STS ARN, or ''.
+function accountID(arn) {
+  const m = /^arn:aws[a-z-]*:(?:iam|sts)::(\d{12}):/.exec(arn ?? '');
+  return m ? m[1] : '';
+}
+
+;// CONCATENATED MODULE: ./src/targets.js
+// Which credentials one step asks for, and where each one goes. Checked in
+// full before any token is requested, so a list that would export two
+// credentials into the same variables fails without spending anything.
+// No imports: `node --test` runs its tests without node_modules.
+
+const POLICY = /^[A-Za-z0-9._-]{1,128}$/;
+const PROFILE = /^[A-Za-z0-9._-]{1,64}$/;
+const PREFIX = /^[A-Za-z_][A-Za-z0-9_]{0,62}_$/;
+const DURATION = /^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$/;
+
+const OPTIONS = new Set(['aws-profile', 'env-prefix', 'duration']);
+
+// parseList reads the `policies` input: one credential a line,
+//   POLICY [aws-profile=NAME] [env-prefix=PREFIX_] [duration=D]
+// with blank lines and # comments ignored.
+function parseList(text) {
+  const entries = [];
+  const lines = String(text).split(/\r?\n/);
+  lines.forEach((raw, i) => {
+    const line = raw.replace(/(^|\s)#.*$/, '').trim();
+    if (!line) return;
+    const where = `policies line ${i + 1}`;
+    const [policy, ...opts] = line.split(/\s+/);
+    if (!POLICY.test(policy)) {
+      throw new Error(`${where}: ${JSON.stringify(policy)} is not a policy name (letters, digits, . _ -)`);
+    }
+    const entry = { policy, awsProfile: '', envPrefix: '', duration: '', line: i + 1 };
+    for (const opt of opts) {
+      const eq = opt.indexOf('=');
+      const key = eq < 0 ? opt : opt.slice(0, eq);
+      const value = eq < 0 ? '' : opt.slice(eq + 1);
+      if (!OPTIONS.has(key)) {
+        throw new Error(`${where}: unknown option ${JSON.stringify(key)} (want aws-profile=, env-prefix= or duration=)`);
+      }
+      if (value === '') throw new Error(`${where}: ${key} needs a value, e.g. ${key}=${example(key)}`);
+      const field = { 'aws-profile': 'awsProfile', 'env-prefix': 'envPrefix', duration: 'duration' }[key];
+      if (entry[field]) throw new Error(`${where}: ${key} is given twice`);
+      entry[field] = value;
+    }
+    entries.push(entry);
+  });
+  if (entries.length === 0) throw new Error('input policies names no policy');
+  return entries;
+}
+
+function example(key) {
+  return { 'aws-profile': 'prod', 'env-prefix': 'ARTIFACTS_', duration: '30m' }[key];
+}
+
+// checkEntries validates each entry and the set together. The broker tells
+// the grant kind only in its answer, so where a credential goes must be
+// decided by the entries alone: at most one may use the default variables
+// (AWS_*, CLOUDSDK_AUTH_ACCESS_TOKEN, FERRY_TOKEN); every other one names
+// an aws-profile or an env-prefix of its own.
+function checkEntries(entries) {
+  const seen = { policy: new Map(), awsProfile: new Map(), envPrefix: new Map() };
+  const defaults = [];
+  for (const e of entries) {
+    const where = e.line ? `policies line ${e.line}` : 'input';
+    if (e.awsProfile && !PROFILE.test(e.awsProfile)) {
+      throw new Error(`${where}: aws-profile ${JSON.stringify(e.awsProfile)} must be letters, digits, . _ - (at most 64)`);
+    }
+    if (e.envPrefix && !PREFIX.test(e.envPrefix)) {
+      throw new Error(`${where}: env-prefix ${JSON.stringify(e.envPrefix)} must be a variable name ending in _, e.g. ARTIFACTS_`);
+    }
+    if (e.awsProfile && e.envPrefix) {
+      throw new Error(`${where}: give aws-profile or env-prefix, not both`);
+    }
+    if (e.duration && !DURATION.test(e.duration)) {
+      throw new Error(`${where}: duration ${JSON.stringify(e.duration)} is not a duration such as 15m or 1h30m`);
+    }
+    for (const field of ['policy', 'awsProfile', 'envPrefix']) {
+      const v = e[field];
+      if (!v) continue;
+      if (seen[field].has(v)) {
+        const name = { policy: 'policy', awsProfile: 'aws-profile', envPrefix: 'env-prefix' }[field];
+        throw new Error(`${name} ${JSON.stringify(v)} appears twice (${seen[field].get(v)} and ${where}): each credential needs its own`);
+      }
+      seen[field].set(v, where);
+    }
+    if (!e.awsProfile && !e.envPrefix) defaults.push(e.policy);
+  }
+  if (defaults.length > 1) {
+    throw new Error(`policies ${defaults.map(p => JSON.stringify(p)).join(' and ')} would all export into the same variables ` +
+      '(AWS_ACCESS_KEY_ID…, CLOUDSDK_AUTH_ACCESS_TOKEN, FERRY_TOKEN), and the later would overwrite the earlier: ' +
+      'give every one but one an aws-profile=NAME (aws grants) or an env-prefix=PREFIX_ (any grant)');
+  }
+  return entries;
+}
+
+// entriesFromInputs is the list a step asks for: `policies`, or the single
+// `policy` with `aws-profile`.
+function entriesFromInputs({ policy, policies, awsProfile, duration }) {
+  if (policy && policies) throw new Error('give input policy or input policies, not both');
+  if (!policy && !policies) throw new Error('Input required and not supplied: policy (or policies)');
+  if (policies) {
+    if (awsProfile) throw new Error('input aws-profile is for a single policy; in policies, give each line its own aws-profile=NAME');
+    return checkEntries(parseList(policies).map(e => ({ ...e, duration: e.duration || duration })));
+  }
+  return checkEntries([{ policy, awsProfile: awsProfile || '', envPrefix: '', duration: duration || '', line: 0 }]);
+}
+
+// prefixed renames a plan's variables for an env-prefix entry.
+function prefixed(env, prefix) {
+  return prefix ? env.map(([n, v]) => [prefix + n, v]) : env;
+}
+
+;// CONCATENATED MODULE: external "node:os"
+const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(7598);
+;// CONCATENATED MODULE: ./src/awsconfig.js
+// The job-private AWS config file that aws-profile writes: one
+// `credential_process` profile per credential, read by the aws CLI and
+// every AWS SDK through AWS_CONFIG_FILE.
+// Node builtins only: `node --test` runs the tests without node_modules.
+
+
+
+
+
+
+const HEADER = /^\s*\[\s*(?:profile\s+)?([^\]]+?)\s*\]\s*$/;
+const OWNER = /^# ferry: policy (\S+)$/;
+
+// sectionName is the config file's header for a profile: the default
+// profile is [default], every other one [profile NAME].
+function sectionName(profile) {
+  return profile === 'default' ? '[default]' : `[profile ${profile}]`;
+}
+
+// commandLine joins argv into a credential_process value that every
+// reader of the config file splits back into the same argv. botocore
+// splits it like a POSIX shell (shlex) and aws-sdk-go-v2 hands it to
+// `sh -c`, so on POSIX each unsafe character gets a backslash: double
+// quotes would not do, since aws-sdk-go-v2's ini reader strips a pair
+// that wraps the whole value, and it cuts a value at " #" or " ;". On
+// Windows (cmd.exe's rules, untested) an argument with a space is
+// double-quoted.
+function commandLine(argv, platform = process.platform) {
+  return argv.map((a, i) => {
+    // Control characters have no business in these paths, and the ini
+    // readers trim the value: a final blank would be lost.
+    // eslint-disable-next-line no-control-regex
+    if (a === '' || /[\x00-\x1f\x7f]/.test(a) || (i === argv.length - 1 && /\s$/u.test(a))) {
+      throw new Error(`cannot write ${JSON.stringify(a)} into a credential_process line`);
+    }
+    if (platform === 'win32') {
+      if (/["%]/.test(a)) throw new Error(`cannot write ${JSON.stringify(a)} into a credential_process line: it holds " or %`);
+      return /\s/.test(a) ? `"${a}"` : a;
+    }
+    return a.replace(/[^A-Za-z0-9_.\/:@%+=,-]/g, c => `\\${c}`);
+  }).join(' ');
+}
+
+// renderProfile is one profile section.
+function renderProfile({ profile, policy, command, region }) {
+  const lines = [sectionName(profile), `# ferry: policy ${policy}`, `credential_process = ${command}`];
+  if (region) lines.push(`region = ${region}`);
+  return lines.join('\n') + '\n';
+}
+
+// parseSections splits a config file into [{name, policy, text}], keeping
+// anything before the first header as a preamble.
+function parseSections(text) {
+  const sections = [];
+  let preamble = '';
+  let cur = null;
+  for (const line of text.split(/(?<=\n)/)) {
+    const m = HEADER.exec(line.replace(/\r?\n$/, ''));
+    if (m) {
+      cur = { name: m[1], policy: '', text: line };
+      sections.push(cur);
+      continue;
+    }
+    if (!cur) {
+      preamble += line;
+      continue;
+    }
+    const owner = OWNER.exec(line.trim());
+    if (owner) cur.policy = owner[1];
+    cur.text += line;
+  }
+  return { preamble, sections };
+}
+
+function readText(file) {
+  try {
+    return external_node_fs_namespaceObject.readFileSync(file, 'utf8');
+  } catch (e) {
+    if (e.code === 'ENOENT') return '';
+    throw new Error(`read AWS config ${file}: ${e.message}`);
+  }
+}
+
+function writeAtomic(file, text) {
+  const tmp = `${file}.${(0,external_node_crypto_.randomBytes)(4).toString('hex')}.tmp`;
+  try {
+    external_node_fs_namespaceObject.writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
+    external_node_fs_namespaceObject.renameSync(tmp, file);
+  } catch (e) {
+    try { external_node_fs_namespaceObject.unlinkSync(tmp); } catch { /* gone */ }
+    throw new Error(`write AWS config ${file}: ${e.message}`);
+  }
+}
+
+// checkProfiles refuses, before any exchange, a profile that an earlier
+// step of this job wrote for another policy.
+function checkProfiles(file, profiles) {
+  const { sections } = parseSections(readText(file));
+  for (const p of profiles) {
+    const s = sections.find(x => x.name === p.profile);
+    if (s && s.policy !== p.policy) {
+      throw new Error(`aws-profile ${JSON.stringify(p.profile)} is already in ${file} for ` +
+        `${s.policy ? `policy ${JSON.stringify(s.policy)}` : 'something else'}: pick another profile name`);
+    }
+  }
+}
+
+// upsertProfiles writes each profile into file, replacing a section of the
+// same name and keeping every other one.
+function upsertProfiles(file, profiles) {
+  checkProfiles(file, profiles);
+  const { preamble, sections } = parseSections(readText(file));
+  const names = new Set(profiles.map(p => p.profile));
+  const kept = sections.filter(s => !names.has(s.name)).map(s => s.text.replace(/\n*$/, '\n'));
+  const head = preamble || '# Written by the Ferry action for this job only; its post step removes it.\n';
+  writeAtomic(file, [head, ...kept, ...profiles.map(renderProfile)].join('\n'));
+}
+
+// removeProfiles drops the named sections and deletes the file once no
+// section is left. It returns how many remain.
+function removeProfiles(file, names) {
+  const text = readText(file);
+  if (!text) return 0;
+  const { preamble, sections } = parseSections(text);
+  const kept = sections.filter(s => !names.includes(s.name));
+  if (kept.length === 0) {
+    fs.rmSync(file, { force: true });
+    return 0;
+  }
+  writeAtomic(file, [preamble, ...kept.map(s => s.text.replace(/\n*$/, '\n'))].join('\n'));
+  return kept.length;
+}
+
+// shadowedProfiles lists the profiles that the shared credentials file
+// also defines: the SDKs read keys there before a credential_process, so
+// such a profile would not get Ferry's credential at all.
+function shadowedProfiles(env, profiles) {
+  const file = env.AWS_SHARED_CREDENTIALS_FILE || external_node_path_namespaceObject.join(external_node_os_namespaceObject.homedir(), '.aws', 'credentials');
+  const { sections } = parseSections(readText(file));
+  return { file, names: profiles.filter(p => sections.some(s => s.name === p)) };
+}
+
+;// CONCATENATED MODULE: ./src/cache.js
+// The per-job credential cache behind an aws-profile's credential_process.
+//
+// AWS SDKs ask the process again well before a credential expires:
+// botocore (the aws CLI, boto3) whenever fewer than 15 minutes remain, so
+// for a 15-minute grant on every use; aws-sdk-go-v2 at expiry, or earlier
+// by its ExpiryWindow. Exchanging on every ask would spend one grant per
+// command (and, on GitLab, replay the job's single token). The cache hands
+// back the credential it holds while it has more than its refresh margin
+// left, and exchanges only after:
+//
+//   margin = min(15 minutes, half the credential's lifetime)
+//
+// A 1-hour credential is renewed when botocore's 15-minute window opens; a
+// 15-minute one after 7.5 minutes, so it never reaches an SDK with less
+// than half its life. The same file format and rule are used by
+// `ferry exchange --format credential-process --cache` (internal/client).
+//
+// Node builtins only: `node --test` runs the tests without node_modules.
+
+
+
+
+
+const CACHE_VERSION = 1;
+const MAX_MARGIN_MS = (/* unused pure expression or super */ null && (15 * 60 * 1000));
+
+// How long a lock may be held before another process takes it over: one
+// exchange with every retry fits well inside.
+const LOCK_STALE_MS = (/* unused pure expression or super */ null && (2 * 60 * 1000));
+const LOCK_POLL_MS = 50;
+
+// refreshMarginMs is how much life a cached credential must have left to be
+// handed back.
+function refreshMarginMs(entry) {
+  const lifetime = Date.parse(entry.credential.Expiration) - Date.parse(entry.obtained_at);
+  if (!(lifetime > 0)) return 0;
+  return Math.min(MAX_MARGIN_MS, lifetime / 2);
+}
+
+// fresh reports whether entry may be handed back at now (ms since epoch):
+// it is for policy and has more than its margin left.
+function fresh(entry, policy, now) {
+  if (!entry || entry.policy !== policy) return false;
+  const exp = Date.parse(entry.credential.Expiration);
+  return exp - now > refreshMarginMs(entry);
+}
+
+// unexpired reports whether entry's credential still works at now, for the
+// fallback when a refresh fails.
+function unexpired(entry, now) {
+  return Boolean(entry) && Date.parse(entry.credential.Expiration) > now;
+}
+
+// newEntry turns a checked broker result with an aws grant into a cache
+// entry. history keeps the non-secret ids of every credential this cache
+// has held, for the post step (and, later, release at job end).
+function newEntry(res, now, previous) {
+  const a = res.aws;
+  const history = previous?.policy === res.policy && Array.isArray(previous.history) ? previous.history.slice(-50) : [];
+  history.push({ request_id: res.request_id ?? '', access_key_id: a.access_key_id, expiration: a.expiration });
+  return {
+    version: CACHE_VERSION,
+    policy: res.policy,
+    request_id: res.request_id ?? '',
+    obtained_at: new Date(now).toISOString(),
+    credential: credentialProcessJSON(a),
+    history,
+  };
+}
+
+// credentialProcessJSON is what the AWS SDKs read from a credential_process.
+function credentialProcessJSON(a) {
+  return {
+    Version: 1,
+    AccessKeyId: a.access_key_id,
+    SecretAccessKey: a.secret_access_key,
+    SessionToken: a.session_token,
+    Expiration: a.expiration,
+  };
+}
+
+// readCache returns the entry in file, or null when there is none or it
+// cannot be used (another version, a torn write): a cache miss, never an
+// error, since the worst it costs is one exchange.
+function readCache(file) {
+  let text;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    if (e.code === 'ENOENT') return null;
+    throw new Error(`read credential cache ${file}: ${e.message}`);
+  }
+  try {
+    const entry = JSON.parse(text);
+    const c = entry?.credential;
+    if (entry?.version !== CACHE_VERSION || typeof entry.policy !== 'string' || !c ||
+      !c.AccessKeyId || !c.SecretAccessKey || !c.SessionToken || Number.isNaN(Date.parse(c.Expiration)) ||
+      Number.isNaN(Date.parse(entry.obtained_at))) {
+      return null;
+    }
+    return entry;
+  } catch {
+    return null;
+  }
+}
+
+// writeCache replaces file atomically, readable by this user only.
+function writeCache(file, entry) {
+  const tmp = `${file}.${process.pid}.${(0,external_node_crypto_.randomBytes)(4).toString('hex')}.tmp`;
+  try {
+    external_node_fs_namespaceObject.writeFileSync(tmp, JSON.stringify(entry) + '\n', { mode: 0o600, flag: 'wx' });
+    external_node_fs_namespaceObject.renameSync(tmp, file);
+  } catch (e) {
+    try { external_node_fs_namespaceObject.unlinkSync(tmp); } catch { /* already gone */ }
+    throw new Error(`write credential cache ${file}: ${e.message}`);
+  }
+}
+
+// withLock runs fn while holding file.lock, so processes the SDKs start at
+// the same moment exchange once between them, not once each.
+async function withLock(file, fn, { now = Date.now, sleep = ms => new Promise(r => setTimeout(r, ms)) } = {}) {
+  const lock = `${file}.lock`;
+  const start = now();
+  for (;;) {
+    try {
+      const fd = fs.openSync(lock, 'wx', 0o600);
+      fs.writeSync(fd, String(process.pid));
+      fs.closeSync(fd);
+      break;
+    } catch (e) {
+      if (e.code !== 'EEXIST') throw new Error(`lock credential cache ${file}: ${e.message}`);
+    }
+    let age = 0;
+    try {
+      age = Date.now() - fs.statSync(lock).mtimeMs;
+    } catch {
+      continue; // released between our open and stat: try again at once
+    }
+    if (age > LOCK_STALE_MS) {
+      // Its holder died mid-exchange; the cache itself is written
+      // atomically, so taking the lock over loses nothing.
+      try { fs.unlinkSync(lock); } catch { /* someone else took it over */ }
+      continue;
+    }
+    if (now() - start > LOCK_STALE_MS + 10_000) {
+      throw new Error(`credential cache ${file} stayed locked for ${Math.round((now() - start) / 1000)}s`);
+    }
+    await sleep(LOCK_POLL_MS);
+  }
+  try {
+    return await fn();
+  } finally {
+    try { fs.unlinkSync(lock); } catch { /* gone already */ }
+  }
+}
+
+// privateDir makes (or checks) a directory only this user can enter: the
+// cache and the AWS config live there, never in the workspace.
+function privateDir(dir) {
+  external_node_fs_namespaceObject.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = external_node_fs_namespaceObject.lstatSync(dir);
+  if (!st.isDirectory()) throw new Error(`${dir} is not a directory`);
+  if (typeof process.getuid === 'function' && st.uid !== process.getuid()) {
+    throw new Error(`${dir} belongs to another user`);
+  }
+  if (process.platform !== 'win32') external_node_fs_namespaceObject.chmodSync(dir, 0o700);
+  return external_node_path_namespaceObject.resolve(dir);
+}
+
+;// CONCATENATED MODULE: ./src/refresh.js
+// What an aws-profile's credential_process does each time an AWS SDK asks:
+// hand back the cached credential while it is fresh, else exchange a fresh
+// OIDC token from the runner at the broker and cache the answer. Its only
+// output is the credential_process JSON; every message goes to stderr.
+
+
+
+
+
+
+const CONFIG_VERSION = 1;
+
+// readConfig reads the per-profile settings the main step wrote.
+function readConfig(file) {
+  if (!file) throw new Error('usage: credential-process CONFIG.json (the aws-profile step writes this line itself)');
+  let cfg;
+  try {
+    cfg = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`read ${file}: ${e.code === 'ENOENT' ? 'no such file (the job that wrote this profile has ended?)' : e.message}`);
+  }
+  if (cfg?.version !== CONFIG_VERSION) throw new Error(`${file} is not a version ${CONFIG_VERSION} Ferry profile config`);
+  for (const k of ['url', 'policy', 'cache']) {
+    if (typeof cfg[k] !== 'string' || cfg[k] === '') throw new Error(`${file} lacks ${k}`);
+  }
+  checkBrokerURL(cfg.url);
+  return cfg;
+}
+
+// credentialProcess returns the credential to print.
+async function credentialProcess({ cfg, env, client, log, now = Date.now, sleep }) {
+  return cache.withLock(cfg.cache, async () => {
+    const held = cache.readCache(cfg.cache);
+    if (cache.fresh(held, cfg.policy, now())) return held.credential;
+    let res;
+    try {
+      res = await exchange({
+        client,
+        url: exchangeURL(checkBrokerURL(cfg.url)),
+        policy: cfg.policy,
+        duration: cfg.duration || '',
+        maxAttempts: cfg.max_attempts || 3,
+        getToken: () => requestIDToken(client, env, cfg.audience || 'ferry'),
+        log,
+        sleep,
+      });
+      if (!res.aws) throw new Error(`policy ${JSON.stringify(cfg.policy)} granted no aws credential`);
+    } catch (e) {
+      // A refresh that fails while the held credential still works is not
+      // worth failing the SDK call over: hand it back, say why on stderr.
+      if (held && held.policy === cfg.policy && cache.unexpired(held, now())) {
+        log(`Ferry: refreshing policy ${JSON.stringify(cfg.policy)} failed (${e.message}); using the cached credential until ${held.credential.Expiration}`);
+        return held.credential;
+      }
+      throw e;
+    }
+    const next = cache.newEntry(res, now(), held);
+    cache.writeCache(cfg.cache, next);
+    return next.credential;
+  }, { now, sleep });
+}
+
+;// CONCATENATED MODULE: ./src/cleanup.js
+// The post step: at the job's end, take back what the main step handed
+// out. Every variable it exported is set to empty for the steps that still
+// run (other actions' post steps), and its profiles, profile configs and
+// credential caches are deleted from RUNNER_TEMP. The credentials
+// themselves expire by themselves; each one the step or a later refresh
+// obtained is named in the log with its request id and expiry.
+
+
+
+
+
+
+const STATE_KEY = 'ferry';
+const STATE_VERSION = 1;
+
+// parseState reads what the main step saved; '' means it saved nothing
+// (it failed before handing anything out).
+function parseState(raw) {
+  if (!raw) return null;
+  let st;
+  try {
+    st = JSON.parse(raw);
+  } catch {
+    throw new Error('the main step\'s saved state is not JSON');
+  }
+  if (st?.version !== STATE_VERSION) throw new Error(`the main step saved state version ${st?.version}, not ${STATE_VERSION}`);
+  return st;
+}
+
+// issuedCredentials lists every credential the step handed out: the ones
+// the main step got, and every refresh that an aws-profile's
+// credential_process made since (from each cache's history).
+function issuedCredentials(st) {
+  const out = st.credentials.map(c => ({ ...c }));
+  const known = new Set(out.map(c => c.request_id));
+  for (const f of st.files.filter(f => f.endsWith('.cache.json'))) {
+    let entry = null;
+    try {
+      entry = cache.readCache(f);
+    } catch {
+      // unreadable: the ids it held are lost, the credentials still expire
+    }
+    for (const h of entry?.history ?? []) {
+      if (h.request_id && !known.has(h.request_id)) {
+        known.add(h.request_id);
+        out.push({ policy: entry.policy, request_id: h.request_id, type: 'aws', expiration: h.expiration, destination: 'a refresh' });
+      }
+    }
+  }
+  return out;
+}
+
+// cleanup undoes the main step. exportVariable and log come from
+// @actions/core (passed in so tests can run this without a runner).
+function cleanup(st, { exportVariable, log }) {
+  const issued = issuedCredentials(st);
+  // Release at the job's end (POST /v1/release, one call per entry of
+  // issued) belongs here, before the caches that name them are deleted.
+  for (const c of issued) {
+    log(`Ferry: the ${c.type} credential of policy ${JSON.stringify(c.policy)} (request ${c.request_id}, ${c.destination}) expires by itself at ${c.expiration}.`);
+  }
+
+  let removed = 0;
+  if (st.config_file && st.profiles.length) {
+    const left = awsconfig.removeProfiles(st.config_file, st.profiles);
+    removed += st.profiles.length;
+    if (left > 0) log(`Ferry: ${left} profile(s) of another Ferry step stay in ${st.config_file} until its post step.`);
+  }
+  for (const f of st.files) fs.rmSync(f, { force: true });
+  for (const f of st.files) fs.rmSync(`${f}.lock`, { force: true });
+  if (st.dir) {
+    try {
+      fs.rmdirSync(st.dir); // only when empty: another Ferry step may still use it
+    } catch {
+      // not empty, or gone
+    }
+  }
+  for (const name of st.env) exportVariable(name, '');
+  log(`Ferry: cleared ${st.env.length} variable(s)${st.env.length ? ` (${st.env.join(', ')})` : ''} and removed ${removed} profile(s) and ${st.files.length} file(s)${st.dir ? ` from ${path.basename(st.dir)}` : ''}.`);
+  return issued;
+}
+
 ;// CONCATENATED MODULE: ./src/main.js
 // The action: fetch the job's OIDC token, exchange it at Ferry, hand the
-// credential to later steps. Every secret is masked before anything else
-// touches it, and a failure says what the broker said, never the token.
+// credential to later steps — as environment variables, or as an AWS
+// profile whose credential_process refreshes it — for one policy or a
+// list. Every secret is masked before anything else touches it, a failure
+// says what the broker said and never the token, and nothing is exported
+// unless every exchange of the step succeeded.
+
+
+
+
+
+
+
 
 
 
@@ -31799,27 +32395,30 @@ function newClient() {
 }
 
 function inputs() {
-  const url = checkBrokerURL(getInput('url', { required: true }));
-  const policy = getInput('policy', { required: true });
+  const url = broker_checkBrokerURL(getInput('url', { required: true }));
   const audience = getInput('audience') || 'ferry';
-  const duration = getInput('duration');
-  if (duration && !/^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$/.test(duration)) {
-    throw new Error(`input duration ${JSON.stringify(duration)} is not a duration such as 15m or 1h30m`);
-  }
   const attemptsRaw = getInput('max-attempts') || '3';
   const maxAttempts = Number(attemptsRaw);
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 10) {
     throw new Error(`input max-attempts ${JSON.stringify(attemptsRaw)} must be a whole number from 1 to 10`);
   }
+  const policies = getInput('policies');
+  const entries = entriesFromInputs({
+    policy: getInput('policy'),
+    policies,
+    awsProfile: getInput('aws-profile'),
+    duration: getInput('duration'),
+  });
   return {
     url,
-    policy,
     audience,
-    duration,
     maxAttempts,
+    entries,
+    single: !policies,
     region: getInput('aws-region'),
     exportEnv: boolInput('export-env', true),
     outputCredentials: boolInput('output-credentials', false),
+    maskAccountID: boolInput('mask-aws-account-id', false),
   };
 }
 
@@ -31832,12 +32431,10 @@ function boolInput(name, fallback) {
 // runnerFiles refuses to run without the runner's file commands: without
 // them @actions/core would fall back to stdout workflow commands, printing
 // values into the log instead of handing them to the next step.
-function runnerFiles(exportEnv) {
-  const missing = [];
-  if (!process.env.GITHUB_OUTPUT) missing.push('GITHUB_OUTPUT');
-  if (exportEnv && !process.env.GITHUB_ENV) missing.push('GITHUB_ENV');
+function runnerFiles() {
+  const missing = ['GITHUB_OUTPUT', 'GITHUB_ENV', 'GITHUB_STATE'].filter(n => !process.env[n]);
   if (missing.length) {
-    throw new Error(`${missing.join(' and ')} not set: run this action in a GitHub Actions job on runner 2.297 or later`);
+    throw new Error(`${missing.join(', ')} not set: run this action in a GitHub Actions job on runner 2.297 or later`);
   }
 }
 
@@ -31853,39 +32450,165 @@ async function idToken(audience) {
   }
 }
 
+// profileSetup checks, before any token is spent, everything an
+// aws-profile needs: a job-private directory, a credential_process line
+// that can be written, no profile of the same name elsewhere.
+function profileSetup(entries) {
+  const profiles = entries.filter(e => e.awsProfile);
+  if (profiles.length === 0) return null;
+  const temp = process.env.RUNNER_TEMP;
+  if (!temp) throw new Error('RUNNER_TEMP is not set: aws-profile keeps its files there, out of the workspace');
+  // The credential_process bundle sits beside this one in dist/.
+  const script = external_node_path_namespaceObject.join(external_node_path_namespaceObject.dirname(external_node_path_namespaceObject.resolve(process.argv[1])), 'credential-process', 'index.js');
+  if (!external_node_fs_namespaceObject.existsSync(script)) throw new Error(`${script} is missing: the action's dist/ is incomplete`);
+  const dir = privateDir(external_node_path_namespaceObject.join(temp, 'ferry'));
+  const configFile = external_node_path_namespaceObject.join(dir, 'aws-config');
+  const files = profiles.map(e => ({
+    entry: e,
+    config: external_node_path_namespaceObject.join(dir, `${e.awsProfile}.json`),
+    cache: external_node_path_namespaceObject.join(dir, `${e.awsProfile}.cache.json`),
+  }));
+  for (const f of files) {
+    f.command = commandLine([process.execPath, script, f.config]);
+  }
+  checkProfiles(configFile, profiles.map(e => ({ profile: e.awsProfile, policy: e.policy })));
+  const shadow = shadowedProfiles(process.env, profiles.map(e => e.awsProfile));
+  if (shadow.names.length) {
+    throw new Error(`${shadow.file} defines profile ${shadow.names.join(', ')}, and the AWS SDKs read keys there before ` +
+      'a credential_process: pick another aws-profile name');
+  }
+  return { dir, configFile, files };
+}
+
+// Where a credential went, for the summary line and the post step.
+function destination(e, single) {
+  if (e.awsProfile) return `profile ${e.awsProfile}`;
+  if (e.envPrefix) return `${e.envPrefix}* variables`;
+  return single ? '' : 'the default variables';
+}
+
 async function run() {
-  let token = '';
+  const tokens = [];
   try {
     const inp = inputs();
-    runnerFiles(inp.exportEnv);
-    const res = await exchange({
-      client: newClient(),
-      url: exchangeURL(inp.url),
-      policy: inp.policy,
-      duration: inp.duration,
-      maxAttempts: inp.maxAttempts,
-      getToken: async () => (token = await idToken(inp.audience)),
-      log: msg => warning(msg),
-      sleep: ms => new Promise(resolve => setTimeout(resolve, ms)),
-    });
-    const p = plan(res, { region: inp.region, outputCredentials: inp.outputCredentials });
+    runnerFiles();
+    const setup = profileSetup(inp.entries);
 
-    // Mask first: from here on any of these values in the log is ***.
-    for (const s of p.secrets) setSecret(s);
-
-    if (inp.exportEnv) {
-      for (const [name, value] of p.env) exportVariable(name, value);
+    // Every exchange first: a refusal of the second policy must not leave
+    // the first one's credential half handed out.
+    const client = newClient();
+    const granted = [];
+    for (const e of inp.entries) {
+      const res = await broker_exchange({
+        client,
+        url: broker_exchangeURL(inp.url),
+        policy: e.policy,
+        duration: e.duration,
+        maxAttempts: inp.maxAttempts,
+        getToken: async () => {
+          const t = await idToken(inp.audience);
+          tokens.push(t);
+          return t;
+        },
+        log: msg => warning(msg),
+        sleep: ms => new Promise(resolve => setTimeout(resolve, ms)),
+      });
+      const p = plan(res, { region: inp.region, outputCredentials: inp.outputCredentials, maskAccountID: inp.maskAccountID });
+      // Mask first: from here on any of these values in the log is ***.
+      for (const s of p.secrets) setSecret(s);
+      granted.push({ entry: e, res, plan: p });
     }
-    for (const [name, value] of p.outputs) setOutput(name, value);
+    for (const g of granted) {
+      if (g.entry.awsProfile && g.plan.kind !== 'aws') {
+        throw new Error(`policy ${JSON.stringify(g.entry.policy)} granted a ${g.plan.kind} credential; aws-profile is for aws grants only (use env-prefix)`);
+      }
+    }
 
-    const exported = inp.exportEnv ? ` and exported ${p.env.map(([n]) => n).join(', ')}` : '';
-    const expires = p.outputs.find(([n]) => n === 'expiration')?.[1] ?? '';
-    info(`Ferry: policy ${JSON.stringify(res.policy)} granted ${p.summary}, valid until ${expires} (request ${res.request_id})${exported}.`);
+    const exported = [];
+    const exportVar = (name, value) => {
+      exportVariable(name, value);
+      exported.push(name);
+    };
+    const state = { version: STATE_VERSION, env: exported, credentials: [], dir: '', config_file: '', profiles: [], files: [] };
+
+    if (setup) {
+      const now = Date.now();
+      for (const f of setup.files) {
+        const g = granted.find(x => x.entry === f.entry);
+        const cfg = {
+          version: CONFIG_VERSION,
+          url: inp.url.href,
+          policy: f.entry.policy,
+          audience: inp.audience,
+          duration: f.entry.duration,
+          max_attempts: inp.maxAttempts,
+          cache: f.cache,
+        };
+        external_node_fs_namespaceObject.writeFileSync(f.config, JSON.stringify(cfg, null, 2) + '\n', { mode: 0o600 });
+        writeCache(f.cache, newEntry(g.res, now, null));
+        state.files.push(f.config, f.cache);
+      }
+      upsertProfiles(setup.configFile, setup.files.map(f => ({
+        profile: f.entry.awsProfile, policy: f.entry.policy, command: f.command, region: inp.region,
+      })));
+      Object.assign(state, { dir: setup.dir, config_file: setup.configFile, profiles: setup.files.map(f => f.entry.awsProfile) });
+      // A file path, not a credential: exported even with export-env false,
+      // or no SDK would find the profile.
+      exportVar('AWS_CONFIG_FILE', setup.configFile);
+      if (inp.single) exportVar('AWS_PROFILE', inp.entries[0].awsProfile);
+      if (process.env.AWS_ACCESS_KEY_ID && !granted.some(g => !g.entry.awsProfile && g.plan.kind === 'aws' && inp.exportEnv)) {
+        warning('Ferry: AWS_ACCESS_KEY_ID is set by an earlier step, and the AWS SDKs use it before any profile: ' +
+          'unset it, or pass --profile / AWS_PROFILE to the commands that should use Ferry\'s');
+      }
+    }
+
+    for (const g of granted) {
+      if (!g.entry.awsProfile && inp.exportEnv) {
+        for (const [name, value] of prefixed(g.plan.env, g.entry.envPrefix)) exportVar(name, value);
+      } else if (g.entry.awsProfile && inp.region) {
+        exportVar('AWS_REGION', inp.region);
+        exportVar('AWS_DEFAULT_REGION', inp.region);
+      }
+      state.credentials.push({
+        policy: g.res.policy ?? g.entry.policy,
+        request_id: g.res.request_id ?? '',
+        type: g.plan.kind,
+        expiration: g.plan.outputs.find(([n]) => n === 'expiration')?.[1] ?? '',
+        destination: destination(g.entry, inp.single) || 'environment',
+      });
+    }
+    state.env = [...new Set(exported)];
+
+    if (inp.single) {
+      for (const [name, value] of granted[0].plan.outputs) setOutput(name, value);
+      if (setup) {
+        setOutput('aws-profile', inp.entries[0].awsProfile);
+        setOutput('aws-config-file', setup.configFile);
+      }
+    } else if (setup) {
+      setOutput('aws-config-file', setup.configFile);
+    }
+    setOutput('credentials', JSON.stringify(state.credentials));
+    saveState(STATE_KEY, JSON.stringify(state));
+
+    for (const [i, g] of granted.entries()) {
+      const c = state.credentials[i];
+      const where = destination(g.entry, inp.single);
+      let how;
+      if (g.entry.awsProfile) {
+        how = ` into ${where} (AWS_CONFIG_FILE), refreshed by its credential_process when the SDK asks`;
+      } else if (inp.exportEnv) {
+        how = ` and exported ${prefixed(g.plan.env, g.entry.envPrefix).map(([n]) => n).join(', ')}`;
+      } else {
+        how = '';
+      }
+      info(`Ferry: policy ${JSON.stringify(c.policy)} granted ${g.plan.summary}, valid until ${c.expiration} (request ${c.request_id})${how}.`);
+    }
   } catch (e) {
     let msg = e instanceof Error ? e.message : String(e);
     // Belt and braces: the token is masked, but a message must not carry it
     // even where masking is off (a local run, a log shipped elsewhere).
-    if (token) msg = msg.split(token).join('***');
+    for (const t of tokens) if (t) msg = msg.split(t).join('***');
     setFailed(`Ferry: ${msg}`);
   }
 }

@@ -6,7 +6,7 @@
 // The variable names are the ones each cloud's own tools read, and the same
 // as `ferry exchange --format env|github` exports, so a job can move between
 // the CLI and this action without changing its steps.
-export function plan(res, { region = '', outputCredentials = false } = {}) {
+export function plan(res, { region = '', outputCredentials = false, maskAccountID = false } = {}) {
   const secrets = [];
   const env = [];
   const outputs = [
@@ -22,6 +22,10 @@ export function plan(res, { region = '', outputCredentials = false } = {}) {
     // aws-actions/configure-aws-credentials does: it names the session in
     // CloudTrail and has no business in a public log.
     secrets.push(a.access_key_id, a.secret_access_key, a.session_token);
+    const account = accountID(a.role_arn) || accountID(a.assumed_role_arn);
+    // As configure-aws-credentials' mask-aws-account-id: the account id
+    // then shows as *** wherever it appears, role ARNs included.
+    if (maskAccountID && account) secrets.push(account);
     env.push(
       ['AWS_ACCESS_KEY_ID', a.access_key_id],
       ['AWS_SECRET_ACCESS_KEY', a.secret_access_key],
@@ -33,6 +37,7 @@ export function plan(res, { region = '', outputCredentials = false } = {}) {
       ['aws-access-key-id', a.access_key_id],
       ['expiration', a.expiration],
       ['role-arn', a.role_arn ?? ''],
+      ['aws-account-id', account],
       ['assumed-role-arn', a.assumed_role_arn ?? ''],
     );
     if (outputCredentials) {
@@ -61,4 +66,10 @@ export function plan(res, { region = '', outputCredentials = false } = {}) {
   }
   outputs.push(['credential-type', kind]);
   return { kind, secrets: secrets.filter(Boolean), env, outputs, summary };
+}
+
+// accountID is the 12-digit account of an IAM or STS ARN, or ''.
+export function accountID(arn) {
+  const m = /^arn:aws[a-z-]*:(?:iam|sts)::(\d{12}):/.exec(arn ?? '');
+  return m ? m[1] : '';
 }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { plan } from './credentials.js';
+import { accountID, plan } from './credentials.js';
 
 const aws = {
   policy: 'deploy', request_id: 'r1', expires_at: '2026-11-23T10:15:00Z',
@@ -44,4 +44,22 @@ test('every value a plan exports or outputs as a credential is a secret', () => 
 
 test('a result with no credential has no plan', () => {
   assert.throws(() => plan({ policy: 'p' }), /no credential/);
+});
+
+test('mask-aws-account-id masks the role\'s account, and the account id is an output', () => {
+  const plain = plan(aws);
+  assert.equal(Object.fromEntries(plain.outputs)['aws-account-id'], '', 'arn:aws:iam::1:role/d names no 12-digit account');
+  const res = { ...aws, aws: { ...aws.aws, role_arn: 'arn:aws:iam::123456789012:role/deploy' } };
+  assert.ok(!plan(res).secrets.includes('123456789012'));
+  assert.ok(plan(res, { maskAccountID: true }).secrets.includes('123456789012'));
+  assert.equal(Object.fromEntries(plan(res).outputs)['aws-account-id'], '123456789012');
+  assert.equal(accountID('arn:aws-us-gov:sts::210987654321:assumed-role/d/s'), '210987654321');
+  assert.equal(accountID('not an arn'), '');
+});
+
+test('secrets with + / = reach the environment unchanged', () => {
+  const odd = { ...aws, aws: { ...aws.aws, secret_access_key: 'wJal+rXU/tnFE=MI', session_token: 'FwoG+ZXIv/YXdz==' } };
+  const env = Object.fromEntries(plan(odd).env);
+  assert.equal(env.AWS_SECRET_ACCESS_KEY, 'wJal+rXU/tnFE=MI');
+  assert.equal(env.AWS_SESSION_TOKEN, 'FwoG+ZXIv/YXdz==');
 });

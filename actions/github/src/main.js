@@ -1,11 +1,21 @@
 // The action: fetch the job's OIDC token, exchange it at Ferry, hand the
-// credential to later steps. Every secret is masked before anything else
-// touches it, and a failure says what the broker said, never the token.
+// credential to later steps — as environment variables, or as an AWS
+// profile whose credential_process refreshes it — for one policy or a
+// list. Every secret is masked before anything else touches it, a failure
+// says what the broker said and never the token, and nothing is exported
+// unless every exchange of the step succeeded.
 
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import * as core from '@actions/core';
 import { HttpClient } from '@actions/http-client';
 import { checkBrokerURL, exchange, exchangeURL } from './broker.js';
 import { plan } from './credentials.js';
+import { entriesFromInputs, prefixed } from './targets.js';
+import * as awsconfig from './awsconfig.js';
+import * as cache from './cache.js';
+import { CONFIG_VERSION } from './refresh.js';
+import { STATE_KEY, STATE_VERSION } from './cleanup.js';
 
 const USER_AGENT = 'ferry-github-action/1';
 
@@ -18,26 +28,29 @@ function newClient() {
 
 function inputs() {
   const url = checkBrokerURL(core.getInput('url', { required: true }));
-  const policy = core.getInput('policy', { required: true });
   const audience = core.getInput('audience') || 'ferry';
-  const duration = core.getInput('duration');
-  if (duration && !/^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$/.test(duration)) {
-    throw new Error(`input duration ${JSON.stringify(duration)} is not a duration such as 15m or 1h30m`);
-  }
   const attemptsRaw = core.getInput('max-attempts') || '3';
   const maxAttempts = Number(attemptsRaw);
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 10) {
     throw new Error(`input max-attempts ${JSON.stringify(attemptsRaw)} must be a whole number from 1 to 10`);
   }
+  const policies = core.getInput('policies');
+  const entries = entriesFromInputs({
+    policy: core.getInput('policy'),
+    policies,
+    awsProfile: core.getInput('aws-profile'),
+    duration: core.getInput('duration'),
+  });
   return {
     url,
-    policy,
     audience,
-    duration,
     maxAttempts,
+    entries,
+    single: !policies,
     region: core.getInput('aws-region'),
     exportEnv: boolInput('export-env', true),
     outputCredentials: boolInput('output-credentials', false),
+    maskAccountID: boolInput('mask-aws-account-id', false),
   };
 }
 
@@ -50,12 +63,10 @@ function boolInput(name, fallback) {
 // runnerFiles refuses to run without the runner's file commands: without
 // them @actions/core would fall back to stdout workflow commands, printing
 // values into the log instead of handing them to the next step.
-function runnerFiles(exportEnv) {
-  const missing = [];
-  if (!process.env.GITHUB_OUTPUT) missing.push('GITHUB_OUTPUT');
-  if (exportEnv && !process.env.GITHUB_ENV) missing.push('GITHUB_ENV');
+function runnerFiles() {
+  const missing = ['GITHUB_OUTPUT', 'GITHUB_ENV', 'GITHUB_STATE'].filter(n => !process.env[n]);
   if (missing.length) {
-    throw new Error(`${missing.join(' and ')} not set: run this action in a GitHub Actions job on runner 2.297 or later`);
+    throw new Error(`${missing.join(', ')} not set: run this action in a GitHub Actions job on runner 2.297 or later`);
   }
 }
 
@@ -71,39 +82,165 @@ async function idToken(audience) {
   }
 }
 
+// profileSetup checks, before any token is spent, everything an
+// aws-profile needs: a job-private directory, a credential_process line
+// that can be written, no profile of the same name elsewhere.
+function profileSetup(entries) {
+  const profiles = entries.filter(e => e.awsProfile);
+  if (profiles.length === 0) return null;
+  const temp = process.env.RUNNER_TEMP;
+  if (!temp) throw new Error('RUNNER_TEMP is not set: aws-profile keeps its files there, out of the workspace');
+  // The credential_process bundle sits beside this one in dist/.
+  const script = path.join(path.dirname(path.resolve(process.argv[1])), 'credential-process', 'index.js');
+  if (!fs.existsSync(script)) throw new Error(`${script} is missing: the action's dist/ is incomplete`);
+  const dir = cache.privateDir(path.join(temp, 'ferry'));
+  const configFile = path.join(dir, 'aws-config');
+  const files = profiles.map(e => ({
+    entry: e,
+    config: path.join(dir, `${e.awsProfile}.json`),
+    cache: path.join(dir, `${e.awsProfile}.cache.json`),
+  }));
+  for (const f of files) {
+    f.command = awsconfig.commandLine([process.execPath, script, f.config]);
+  }
+  awsconfig.checkProfiles(configFile, profiles.map(e => ({ profile: e.awsProfile, policy: e.policy })));
+  const shadow = awsconfig.shadowedProfiles(process.env, profiles.map(e => e.awsProfile));
+  if (shadow.names.length) {
+    throw new Error(`${shadow.file} defines profile ${shadow.names.join(', ')}, and the AWS SDKs read keys there before ` +
+      'a credential_process: pick another aws-profile name');
+  }
+  return { dir, configFile, files };
+}
+
+// Where a credential went, for the summary line and the post step.
+function destination(e, single) {
+  if (e.awsProfile) return `profile ${e.awsProfile}`;
+  if (e.envPrefix) return `${e.envPrefix}* variables`;
+  return single ? '' : 'the default variables';
+}
+
 export async function run() {
-  let token = '';
+  const tokens = [];
   try {
     const inp = inputs();
-    runnerFiles(inp.exportEnv);
-    const res = await exchange({
-      client: newClient(),
-      url: exchangeURL(inp.url),
-      policy: inp.policy,
-      duration: inp.duration,
-      maxAttempts: inp.maxAttempts,
-      getToken: async () => (token = await idToken(inp.audience)),
-      log: msg => core.warning(msg),
-      sleep: ms => new Promise(resolve => setTimeout(resolve, ms)),
-    });
-    const p = plan(res, { region: inp.region, outputCredentials: inp.outputCredentials });
+    runnerFiles();
+    const setup = profileSetup(inp.entries);
 
-    // Mask first: from here on any of these values in the log is ***.
-    for (const s of p.secrets) core.setSecret(s);
-
-    if (inp.exportEnv) {
-      for (const [name, value] of p.env) core.exportVariable(name, value);
+    // Every exchange first: a refusal of the second policy must not leave
+    // the first one's credential half handed out.
+    const client = newClient();
+    const granted = [];
+    for (const e of inp.entries) {
+      const res = await exchange({
+        client,
+        url: exchangeURL(inp.url),
+        policy: e.policy,
+        duration: e.duration,
+        maxAttempts: inp.maxAttempts,
+        getToken: async () => {
+          const t = await idToken(inp.audience);
+          tokens.push(t);
+          return t;
+        },
+        log: msg => core.warning(msg),
+        sleep: ms => new Promise(resolve => setTimeout(resolve, ms)),
+      });
+      const p = plan(res, { region: inp.region, outputCredentials: inp.outputCredentials, maskAccountID: inp.maskAccountID });
+      // Mask first: from here on any of these values in the log is ***.
+      for (const s of p.secrets) core.setSecret(s);
+      granted.push({ entry: e, res, plan: p });
     }
-    for (const [name, value] of p.outputs) core.setOutput(name, value);
+    for (const g of granted) {
+      if (g.entry.awsProfile && g.plan.kind !== 'aws') {
+        throw new Error(`policy ${JSON.stringify(g.entry.policy)} granted a ${g.plan.kind} credential; aws-profile is for aws grants only (use env-prefix)`);
+      }
+    }
 
-    const exported = inp.exportEnv ? ` and exported ${p.env.map(([n]) => n).join(', ')}` : '';
-    const expires = p.outputs.find(([n]) => n === 'expiration')?.[1] ?? '';
-    core.info(`Ferry: policy ${JSON.stringify(res.policy)} granted ${p.summary}, valid until ${expires} (request ${res.request_id})${exported}.`);
+    const exported = [];
+    const exportVar = (name, value) => {
+      core.exportVariable(name, value);
+      exported.push(name);
+    };
+    const state = { version: STATE_VERSION, env: exported, credentials: [], dir: '', config_file: '', profiles: [], files: [] };
+
+    if (setup) {
+      const now = Date.now();
+      for (const f of setup.files) {
+        const g = granted.find(x => x.entry === f.entry);
+        const cfg = {
+          version: CONFIG_VERSION,
+          url: inp.url.href,
+          policy: f.entry.policy,
+          audience: inp.audience,
+          duration: f.entry.duration,
+          max_attempts: inp.maxAttempts,
+          cache: f.cache,
+        };
+        fs.writeFileSync(f.config, JSON.stringify(cfg, null, 2) + '\n', { mode: 0o600 });
+        cache.writeCache(f.cache, cache.newEntry(g.res, now, null));
+        state.files.push(f.config, f.cache);
+      }
+      awsconfig.upsertProfiles(setup.configFile, setup.files.map(f => ({
+        profile: f.entry.awsProfile, policy: f.entry.policy, command: f.command, region: inp.region,
+      })));
+      Object.assign(state, { dir: setup.dir, config_file: setup.configFile, profiles: setup.files.map(f => f.entry.awsProfile) });
+      // A file path, not a credential: exported even with export-env false,
+      // or no SDK would find the profile.
+      exportVar('AWS_CONFIG_FILE', setup.configFile);
+      if (inp.single) exportVar('AWS_PROFILE', inp.entries[0].awsProfile);
+      if (process.env.AWS_ACCESS_KEY_ID && !granted.some(g => !g.entry.awsProfile && g.plan.kind === 'aws' && inp.exportEnv)) {
+        core.warning('Ferry: AWS_ACCESS_KEY_ID is set by an earlier step, and the AWS SDKs use it before any profile: ' +
+          'unset it, or pass --profile / AWS_PROFILE to the commands that should use Ferry\'s');
+      }
+    }
+
+    for (const g of granted) {
+      if (!g.entry.awsProfile && inp.exportEnv) {
+        for (const [name, value] of prefixed(g.plan.env, g.entry.envPrefix)) exportVar(name, value);
+      } else if (g.entry.awsProfile && inp.region) {
+        exportVar('AWS_REGION', inp.region);
+        exportVar('AWS_DEFAULT_REGION', inp.region);
+      }
+      state.credentials.push({
+        policy: g.res.policy ?? g.entry.policy,
+        request_id: g.res.request_id ?? '',
+        type: g.plan.kind,
+        expiration: g.plan.outputs.find(([n]) => n === 'expiration')?.[1] ?? '',
+        destination: destination(g.entry, inp.single) || 'environment',
+      });
+    }
+    state.env = [...new Set(exported)];
+
+    if (inp.single) {
+      for (const [name, value] of granted[0].plan.outputs) core.setOutput(name, value);
+      if (setup) {
+        core.setOutput('aws-profile', inp.entries[0].awsProfile);
+        core.setOutput('aws-config-file', setup.configFile);
+      }
+    } else if (setup) {
+      core.setOutput('aws-config-file', setup.configFile);
+    }
+    core.setOutput('credentials', JSON.stringify(state.credentials));
+    core.saveState(STATE_KEY, JSON.stringify(state));
+
+    for (const [i, g] of granted.entries()) {
+      const c = state.credentials[i];
+      const where = destination(g.entry, inp.single);
+      let how;
+      if (g.entry.awsProfile) {
+        how = ` into ${where} (AWS_CONFIG_FILE), refreshed by its credential_process when the SDK asks`;
+      } else if (inp.exportEnv) {
+        how = ` and exported ${prefixed(g.plan.env, g.entry.envPrefix).map(([n]) => n).join(', ')}`;
+      } else {
+        how = '';
+      }
+      core.info(`Ferry: policy ${JSON.stringify(c.policy)} granted ${g.plan.summary}, valid until ${c.expiration} (request ${c.request_id})${how}.`);
+    }
   } catch (e) {
     let msg = e instanceof Error ? e.message : String(e);
     // Belt and braces: the token is masked, but a message must not carry it
     // even where masking is off (a local run, a log shipped elsewhere).
-    if (token) msg = msg.split(token).join('***');
+    for (const t of tokens) if (t) msg = msg.split(t).join('***');
     core.setFailed(`Ferry: ${msg}`);
   }
 }
