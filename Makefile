@@ -29,10 +29,13 @@ build:
 
 # Tests start real servers: redis-server (Debian package), moto_server and
 # the aws CLI (present on the project's machines; PyPI is not reachable).
+# gitlab-ci-local (npm, pinned in actions/gitlab) runs the GitLab component
+# as GitLab does; it needs rsync.
 deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "installing redis-server"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@missing=""; for p in redis-server rsync; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	cd actions/gitlab && npm ci --no-audit --no-fund --loglevel=error
 	@command -v moto_server >/dev/null 2>&1 || echo "warning: moto_server not found: the STS tests will fail in CI and skip locally"
 	@command -v aws >/dev/null 2>&1 || echo "warning: the aws CLI not found: the CLI tests will fail in CI and skip locally"
 	@for c in node npm curl bash dash; do command -v $$c >/dev/null 2>&1 || echo "warning: $$c not found: the GitHub Action and GitLab template tests will fail in CI and skip locally"; done

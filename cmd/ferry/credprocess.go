@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ferry-broker/ferry/internal/client"
-	"github.com/ferry-broker/ferry/internal/exchange"
 )
 
 // cachedRequest is what a cached exchange needs to run again later, from a
@@ -28,7 +27,7 @@ func (r cachedRequest) refresh(cache string, stderr io.Writer) *client.Refresh {
 		NextToken: func(ctx context.Context, spent func(string) bool) (string, error) {
 			return client.NextToken(ctx, os.Getenv, r.tokenFile, r.audience, nil, spent)
 		},
-		Exchange: func(ctx context.Context, token string) (*exchange.Result, error) {
+		Exchange: func(ctx context.Context, token string) (*client.Result, error) {
 			return c.Exchange(ctx, client.ExchangeRequest{Policy: r.policy, Token: token, Duration: r.duration})
 		},
 		Warn: func(msg string) { fmt.Fprintf(stderr, "ferry exchange: %s\n", msg) },

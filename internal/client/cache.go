@@ -11,8 +11,6 @@ import (
 	"os"
 	"strconv"
 	"time"
-
-	"github.com/ferry-broker/ferry/internal/exchange"
 )
 
 // The credential cache behind `ferry exchange --format credential-process
@@ -122,7 +120,7 @@ func tokenDigest(token string) string {
 
 // NextEntry is the entry after exchanging token for res at now, keeping
 // prev's history and spent tokens when prev is for the same policy.
-func NextEntry(prev *CacheEntry, res *exchange.Result, token string, now time.Time) (*CacheEntry, error) {
+func NextEntry(prev *CacheEntry, res *Result, token string, now time.Time) (*CacheEntry, error) {
 	if res.AWS == nil {
 		return nil, fmt.Errorf("policy %q granted no aws credential; --format credential-process needs an aws grant", res.Policy)
 	}

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"github.com/ferry-broker/ferry/internal/mint/awssts"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,16 +12,14 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/ferry-broker/ferry/internal/exchange"
 )
 
 var t0 = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 
-func awsFor(id string, lifetime time.Duration) *exchange.Result {
-	return &exchange.Result{
+func awsFor(id string, lifetime time.Duration) *Result {
+	return &Result{
 		Policy: "deploy", RequestID: id, ExpiresAt: t0.Add(lifetime),
-		AWS: &exchange.AWS{AccessKeyID: "ASIA" + id, SecretAccessKey: "se+cr/et=", SessionToken: "to+ken/==", Expiration: t0.Add(lifetime)},
+		AWS: &awssts.Answer{AccessKeyID: "ASIA" + id, SecretAccessKey: "se+cr/et=", SessionToken: "to+ken/==", Expiration: t0.Add(lifetime)},
 	}
 }
 
@@ -174,7 +173,7 @@ func TestRefreshExchangesOnlyWhenTheMarginIsReached(t *testing.T) {
 			}
 			return tok, nil
 		},
-		Exchange: func(_ context.Context, token string) (*exchange.Result, error) {
+		Exchange: func(_ context.Context, token string) (*Result, error) {
 			if fail != nil {
 				return nil, fail
 			}

@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/ferry-broker/ferry/internal/exchange"
 )
 
 // Refresh is one credential_process call backed by a cache file: it hands
@@ -21,7 +19,7 @@ type Refresh struct {
 	// NextToken returns a CI token that spent does not know, fetched only
 	// when an exchange is due.
 	NextToken func(ctx context.Context, spent func(string) bool) (string, error)
-	Exchange  func(ctx context.Context, token string) (*exchange.Result, error)
+	Exchange  func(ctx context.Context, token string) (*Result, error)
 	Now       func() time.Time
 	// Warn reports a refresh that failed while the held credential still
 	// works (it is handed back instead).
@@ -48,7 +46,7 @@ func (r *Refresh) Credential(ctx context.Context) (*CacheEntry, error) {
 			return nil
 		}
 		token, err := r.NextToken(ctx, held.Spent)
-		var res *exchange.Result
+		var res *Result
 		if err == nil {
 			res, err = r.Exchange(ctx, token)
 		}

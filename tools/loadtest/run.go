@@ -130,10 +130,10 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\tround\tbare req/s\tbare p50\tbare p99\tferry req/s\tferry p50\tferry p99\tratio\t")
 	type summary struct {
-		s            scenario
-		ratios       []float64
-		p99s, ferrys []time.Duration
-		unexpected   int
+		s          scenario
+		ratios     []float64
+		p99s       []time.Duration
+		unexpected int
 	}
 	var sums []summary
 	for _, s := range chosen {
