@@ -41,7 +41,7 @@ func (fp *fileParser) conditions(n *yaml.Node, what, rulePrefix string) []*condi
 			fp.Errorf(p.Key, "%s: claim %q cannot be matched: %s", what, name, why)
 			continue
 		}
-		c := &condition{claim: name, rule: rulePrefix + name}
+		c := &condition{claim: fp.intern(name), rule: fp.intern(rulePrefix + name)}
 		switch p.Val.Kind {
 		case yaml.SequenceNode:
 			if len(p.Val.Content) == 0 {
@@ -59,7 +59,7 @@ func (fp *fileParser) conditions(n *yaml.Node, what, rulePrefix string) []*condi
 			}
 		}
 		if len(c.alts) > 0 {
-			out = append(out, c)
+			out = append(out, fp.condition(c))
 		}
 	}
 	return out
@@ -96,9 +96,9 @@ func (fp *fileParser) alt(n *yaml.Node, what string) (alt, bool) {
 	switch n.ShortTag() {
 	case "!!str", "!!timestamp":
 		if strings.ContainsAny(n.Value, "*?") {
-			return alt{kind: altGlob, text: n.Value, re: compileGlob(n.Value)}, true
+			return alt{kind: altGlob, text: fp.intern(n.Value), re: fp.glob(n.Value)}, true
 		}
-		return alt{kind: altExact, text: n.Value}, true
+		return alt{kind: altExact, text: fp.intern(n.Value)}, true
 	case "!!bool":
 		var b bool
 		if err := n.Decode(&b); err != nil {

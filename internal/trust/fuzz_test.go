@@ -57,7 +57,7 @@ func FuzzLoadFiles(f *testing.F) {
 			t.Fatalf("one file loaded as %d policies", set.Len())
 		}
 		p := set.Policies()[0]
-		if !newFileParser("fuzz.yaml", testIssuers).pinsIdentity(p.match) {
+		if !newFileParser("fuzz.yaml", testIssuers, nil).pinsIdentity(p.match) {
 			t.Fatalf("policy %q loaded without pinning an identity", p.Name)
 		}
 		if p.Grant == nil || p.Grant.Kind() == "" {

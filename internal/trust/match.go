@@ -21,8 +21,13 @@ const (
 // alt is one accepted value of a match key, compiled once at load.
 type alt struct {
 	kind altKind
-	text string         // the exact text, or the pattern as written
-	re   *regexp.Regexp // globs and regexes, anchored
+	text string  // the exact text, or the pattern as written
+	re   matcher // globs and regexes, anchored
+}
+
+// matcher is a compiled pattern: a *glob, or an anchored *regexp.Regexp.
+type matcher interface {
+	MatchString(s string) bool
 }
 
 func (a alt) matches(s string) bool {
@@ -157,38 +162,6 @@ func (d *denyBlock) String() string {
 		parts[i] = c.String()
 	}
 	return strings.Join(parts, " and ")
-}
-
-// compileGlob turns a glob into an anchored regexp: * stays within one
-// /-separated segment, ** crosses segments, ? is one non-/ character, and
-// everything else is literal.
-func compileGlob(p string) *regexp.Regexp {
-	var b strings.Builder
-	b.WriteString(`^`)
-	for i := 0; i < len(p); i++ {
-		switch p[i] {
-		case '*':
-			if i+1 < len(p) && p[i+1] == '*' {
-				b.WriteString(`.*`)
-				i++
-			} else {
-				b.WriteString(`[^/]*`)
-			}
-		case '?':
-			b.WriteString(`[^/]`)
-		default:
-			j := i
-			for j < len(p) && p[j] != '*' && p[j] != '?' {
-				j++
-			}
-			b.WriteString(regexp.QuoteMeta(p[i:j]))
-			i = j - 1
-		}
-	}
-	b.WriteString(`$`)
-	// The pattern is built from quoted literals and fixed fragments, so it
-	// always compiles.
-	return regexp.MustCompile(b.String())
 }
 
 // compileRegex anchors an RE2 expression at both ends.

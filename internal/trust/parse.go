@@ -21,12 +21,20 @@ var policyName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 type fileParser struct {
 	yamlpos.Reader
 	opts LoadOptions
+	// shared interns what many policies repeat (claim names, rule names,
+	// values such as refs/heads/main, whole conditions such as
+	// deny: [{actor: "*[bot]"}]), across every file of one load, so ten
+	// thousand policies hold each once.
+	shared *shared
 
 	nameLine, nameCol int
 }
 
-func newFileParser(path string, opts LoadOptions) *fileParser {
-	return &fileParser{Reader: yamlpos.Reader{File: path}, opts: opts}
+func newFileParser(path string, opts LoadOptions, sh *shared) *fileParser {
+	if sh == nil {
+		sh = newShared()
+	}
+	return &fileParser{Reader: yamlpos.Reader{File: path, Shared: sh.kinds}, opts: opts, shared: sh}
 }
 
 // document reads the file's one YAML document, recording a problem when it

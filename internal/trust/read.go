@@ -108,8 +108,9 @@ func LoadFiles(files map[string][]byte, opts LoadOptions) (*Set, error) {
 
 	var problems []Problem
 	byName := make(map[string]*Policy, len(files))
+	sh := newShared()
 	for _, path := range paths {
-		fp := newFileParser(path, opts)
+		fp := newFileParser(path, opts, sh)
 		p := fp.parse(files[path])
 		problems = append(problems, fp.Problems()...)
 		if p == nil {

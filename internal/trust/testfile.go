@@ -79,7 +79,7 @@ type testCase struct {
 // runTestFile parses a whole test file first and runs it only if it has no
 // problems, so a half-broken file never reports half its cases as passing.
 func runTestFile(path string, data []byte, set *Set) ([]TestResult, []Problem) {
-	fp := newFileParser(path, LoadOptions{Platforms: set.platforms})
+	fp := newFileParser(path, LoadOptions{Platforms: set.platforms}, nil)
 	top := fp.document(data)
 	if top == nil {
 		return nil, fp.Problems()

@@ -13,8 +13,24 @@ import (
 // position for everything that is wrong, so that one pass reports all of
 // them. Its methods return ok == false after recording a problem.
 type Reader struct {
-	File     string
+	File string
+	// Shared, when set, is kept across the files of one load: Share puts
+	// what many files repeat there, so a load holds one copy.
+	Shared   map[string]any
 	problems []Problem
+}
+
+// Share returns the value kept under key in r.Shared, keeping v there when
+// there is none. Without r.Shared it returns v. Values must be read-only.
+func (r *Reader) Share(key string, v any) any {
+	if r.Shared == nil {
+		return v
+	}
+	if have, ok := r.Shared[key]; ok {
+		return have
+	}
+	r.Shared[key] = v
+	return v
 }
 
 // Errorf records a problem at n (at 1:1 when n has no position).

@@ -74,12 +74,16 @@ func (Kind) Parse(r *yamlpos.Reader, n *yaml.Node) grant.Spec {
 	g.Duration = r.Duration(f.Value("duration"), "grant.aws.duration", MinDuration, MaxDuration, DefaultDuration)
 	if v := f.Value("session_policy"); v != nil {
 		if doc := readSessionPolicy(r, v); doc != nil {
-			g.SessionPolicy = doc.String()
-			if len(g.SessionPolicy) > MaxSessionPolicy {
-				r.Errorf(v, "grant.aws.session_policy is %d characters packed, over STS's limit of %d", len(g.SessionPolicy), MaxSessionPolicy)
+			packed := doc.String()
+			if len(packed) > MaxSessionPolicy {
+				r.Errorf(v, "grant.aws.session_policy is %d characters packed, over STS's limit of %d", len(packed), MaxSessionPolicy)
 			}
-			if doc.HasTemplate() {
-				g.policy = doc
+			// Policies of one shape carry the same session policy: the
+			// load keeps one.
+			s := r.Share("aws.session_policy\x00"+packed, &sessionPolicy{packed: packed, doc: doc}).(*sessionPolicy)
+			g.SessionPolicy = s.packed
+			if s.doc.HasTemplate() {
+				g.policy = s.doc
 			}
 		}
 	}
@@ -104,6 +108,12 @@ func (Kind) Parse(r *yamlpos.Reader, n *yaml.Node) grant.Spec {
 		return nil
 	}
 	return g
+}
+
+// sessionPolicy is a parsed session policy with its packed text.
+type sessionPolicy struct {
+	packed string
+	doc    *claimtmpl.JSON
 }
 
 // readSessionPolicy reads the inline policy, written as a YAML mapping or a
