@@ -81,8 +81,8 @@ func TestGitHubGrantLimits(t *testing.T) {
 	granttest.Check(t, ghapp.Kind{}, map[string][2]string{
 		"a duration, which GitHub fixes": {"duration: 15m\n" + perm,
 			"p.yaml:1:1: grant.github.duration: GitHub fixes an installation token's lifetime at 1h; leave duration out (release at job end ends the token early)"},
-		"no permissions":    {"owner: acme\n", "p.yaml:1:1: grant.github.permissions is required: at least one permission, such as contents: read"},
-		"empty permissions": {"permissions: {}\n", "p.yaml:1:14: grant.github.permissions is empty: ask for at least one permission, such as contents: read"},
+		"no permissions":        {"owner: acme\n", "p.yaml:1:1: grant.github.permissions is required: at least one permission, such as contents: read"},
+		"empty permissions":     {"permissions: {}\n", "p.yaml:1:14: grant.github.permissions is empty: ask for at least one permission, such as contents: read"},
 		"permissions as a list": {"permissions: [contents]\n", "p.yaml:1:14: grant.github.permissions must be a mapping of key: value"},
 		"a permission GitHub does not know": {"permissions: {content: read}\n",
 			`p.yaml:1:15: grant.github.permissions: "content" is not a GitHub App permission (did you mean contents?)`},
@@ -104,7 +104,7 @@ func TestGitHubGrantLimits(t *testing.T) {
 			fmt.Sprintf(`p.yaml:1:8: grant.github.owner %q is not a GitHub account: it is longer than GitHub's 39 characters`, strings.Repeat("a", 40))},
 		"an owner template not closed": {"owner: \"{{repository_owner\"\n" + perm,
 			`p.yaml:1:8: grant.github.owner: template "{{repository_owner" is not closed with }}`},
-		"no repositories": {"repositories: []\n" + perm, "p.yaml:1:15: grant.github.repositories is empty; leave it out for the job's own repository"},
+		"no repositories":          {"repositories: []\n" + perm, "p.yaml:1:15: grant.github.repositories is empty; leave it out for the job's own repository"},
 		"a repository as a string": {"repositories: app\n" + perm, "p.yaml:1:15: grant.github.repositories must be a list of repository names"},
 		"500 repositories":         {repos(500), ""},
 		"501 repositories":         {repos(501), "p.yaml:3:3: grant.github.repositories has 501 entries; GitHub allows one token at most 500"},
@@ -122,7 +122,7 @@ func TestGitHubGrantLimits(t *testing.T) {
 		"a repository twice": {"owner: acme\nrepositories: [app, App]\n" + perm, `p.yaml:2:21: grant.github.repositories: "App" is listed twice (first at line 2)`},
 		"a repository name over 100": {"owner: acme\nrepositories: [" + strings.Repeat("r", 101) + "]\n" + perm,
 			fmt.Sprintf(`p.yaml:2:16: grant.github.repositories: %q is not a repository name: it is longer than GitHub's 100 characters`, strings.Repeat("r", 101))},
-		"the .github repository": {"owner: acme\nrepositories: [.github]\n" + perm, ""},
+		"the .github repository":                      {"owner: acme\nrepositories: [.github]\n" + perm, ""},
 		"an owner template with a literal repository": {"repositories: [infra]\n" + perm, ""},
 	})
 }
