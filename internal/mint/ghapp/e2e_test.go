@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -176,6 +177,25 @@ func TestServeMintsAGitHubTokenScopedToThePolicy(t *testing.T) {
 	tok2 := issuers.Sign(t, e.issuer, "github-push-main", nil)
 	if d := e.exchange(t, "checkout", tok2, "10m"); d.status != 400 || d.Error != "invalid_request" || !strings.Contains(d.Desc, "whose lifetime the provider fixes") {
 		t.Errorf("a duration asked for: %+v", d)
+	}
+
+	// The pipeline's way: ferry exchange exports it as GH_TOKEN for later
+	// steps, masked first.
+	githubEnv := filepath.Join(t.TempDir(), "github_env")
+	cmd := exec.Command(binary(t), "exchange", "--url", e.srv.URL, "--policy", "checkout", "--format", "github",
+		"--token-file", issuers.WriteToken(t, e.issuer, "github-push-main", nil))
+	cmd.Env = append(os.Environ(), "GITHUB_ENV="+githubEnv)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("ferry exchange: %v\n%s", err, out)
+	}
+	exported := strings.Split(readFile(t, githubEnv), "\n")
+	if len(exported) < 3 || !strings.HasPrefix(exported[0], "GH_TOKEN<<") || !strings.HasPrefix(exported[1], "ghs_") ||
+		!strings.Contains(string(out), "::add-mask::"+exported[1]) {
+		t.Errorf("GITHUB_ENV %q, output %q", exported, out)
+	}
+	if at, ok := e.gh.Token(exported[1]); !ok || !reflect.DeepEqual(at.Repositories, []string{"app"}) {
+		t.Errorf("the exported token at GitHub: %+v", at)
 	}
 
 	e.srv.Stop(t)
