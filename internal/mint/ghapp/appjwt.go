@@ -99,7 +99,7 @@ type appSigner struct {
 func newAppSigner(appID int64, key *rsa.PrivateKey) (*appSigner, error) {
 	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
 	if err != nil {
-		return nil, fmt.Errorf("App key: %w", err)
+		return nil, fmt.Errorf("the App key cannot sign: %w", err)
 	}
 	return &appSigner{issuer: strconv.FormatInt(appID, 10), signer: s}, nil
 }
