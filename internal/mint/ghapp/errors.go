@@ -69,6 +69,8 @@ func upstreamError(ctx context.Context, err error) error {
 		out.Message, out.Transient = "did not answer in time", true
 	case errors.Is(err, context.Canceled):
 		out.Message = "request canceled"
+	case errors.Is(err, errOtherHost):
+		out.Message = errOtherHost.Error()
 	case errors.As(err, &syn) || errors.As(err, &typ) || errors.Is(err, io.ErrUnexpectedEOF):
 		out.Message, out.Transient = "answered with a body that is not GitHub's JSON", true
 	default:

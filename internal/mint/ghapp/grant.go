@@ -191,10 +191,11 @@ func (*Spec) MaxDuration() time.Duration { return Lifetime }
 // a duration.
 func (*Spec) FixedLifetime() bool { return true }
 
-// Rendered reports whether every template is filled in: the only specs a
-// Minter mints.
+// Rendered reports whether every template is filled in and every
+// repository is a name within the owner: the only specs a Minter mints.
 func (g *Spec) Rendered() bool {
-	return g.owner == nil && !slices.ContainsFunc(g.repos, func(t *claimtmpl.Template) bool { return t != nil })
+	return g.owner == nil && !slices.ContainsFunc(g.repos, func(t *claimtmpl.Template) bool { return t != nil }) &&
+		!slices.ContainsFunc(g.Repositories, func(r string) bool { return strings.Contains(r, "/") })
 }
 
 // Render implements grant.Spec. A rendered repository is a name within the

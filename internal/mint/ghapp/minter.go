@@ -135,10 +135,12 @@ func (m *Minter) sameHost(req *http.Request, via []*http.Request) error {
 		return errors.New("stopped after 3 redirects")
 	}
 	if req.URL.Host != m.host || req.URL.Scheme != via[0].URL.Scheme {
-		return errors.New("GitHub redirected to another host; not followed")
+		return errOtherHost
 	}
 	return nil
 }
+
+var errOtherHost = errors.New("redirected the request to another host; not followed")
 
 type bearerTransport struct {
 	token string

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -339,7 +340,9 @@ func TestCredentialsAreNotSentAlongARedirectToAnotherHost(t *testing.T) {
 	}))
 	defer api.Close()
 	_, err := newMinter(t, api.URL).Mint(context.Background(), request(t, checkout))
-	upstream(t, err)
+	if ue := upstream(t, err); ue.Error() != "GitHub failed: redirected the request to another host; not followed" || ue.Transient {
+		t.Errorf("error %q", ue.Error())
+	}
 	if len(leaked) != 0 {
 		t.Errorf("the redirect target was sent %q", leaked)
 	}
@@ -357,3 +360,39 @@ func TestMintRefusesASpecWithTemplatesLeft(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// GitHub answers a renamed repository with a redirect on its own host,
+// which is followed.
+func TestARedirectOnGitHubsOwnHostIsFollowed(t *testing.T) {
+	gh := startFake(t)
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/repos/acme/old-name/installation" {
+			http.Redirect(w, r, srv.URL+"/repos/acme/app/installation", http.StatusMovedPermanently)
+			return
+		}
+		// Everything else goes to the fake, as one host.
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, gh.URL+r.URL.Path, r.Body)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+	}))
+	defer srv.Close()
+	gh.Install("acme", nil, map[string]string{"contents": "read"})
+	if _, err := newMinter(t, srv.URL).Mint(context.Background(), request(t, "owner: acme\nrepositories: [old-name]\npermissions: {contents: read}\n")); err != nil {
+		t.Fatal(err)
+	}
+	reqs := gh.Requests()
+	if len(reqs) != 2 || reqs[0].Path != "/repos/acme/app/installation" || reqs[0].Auth != "app" {
+		t.Errorf("requests at GitHub: %+v", reqs)
+	}
+}
