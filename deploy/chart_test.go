@@ -1,6 +1,12 @@
 package deploy_test
 
 import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -10,13 +16,14 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/ferry-broker/ferry/internal/config"
+	"github.com/ferry-broker/ferry/internal/grant"
+	"github.com/ferry-broker/ferry/internal/mint/ghapp"
 	"github.com/ferry-broker/ferry/internal/mint/tokensign"
 	"github.com/ferry-broker/ferry/internal/registry"
 	"github.com/ferry-broker/ferry/internal/trust"
@@ -36,6 +43,7 @@ type want struct {
 	chartSecret     bool   // the chart renders its own Secret
 	minReplicas     int32  // the fewest brokers the chart can run
 	policyDirSuffix string // where the broker reads policies, within its mount
+	githubApp       bool   // github_app is configured, its key mounted
 }
 
 func TestChartRendersWorkingManifests(t *testing.T) {
@@ -64,7 +72,7 @@ func TestChartRendersWorkingManifests(t *testing.T) {
 		}},
 		{"production values", []string{"-f", filepath.Join(chartDir, "ci", "production-values.yaml")}, want{
 			tls: true, hpa: true, redisPassword: true, replay: "redis", policies: "gitSync", serviceMonitor: true,
-			networkPolicy: true, signingKeys: 2, minReplicas: 3, policyDirSuffix: "/etc/ferry/git/current/trustpolicies",
+			networkPolicy: true, signingKeys: 2, minReplicas: 3, policyDirSuffix: "/etc/ferry/git/current/trustpolicies", githubApp: true,
 		}},
 		{"keys, password and policies in the chart's own objects", []string{
 			"--set", "token.enabled=true,token.issuer=https://ferry.example.com,redis.auth.enabled=true,redis.auth.password=s3cr3t-redis-pw",
@@ -490,6 +498,14 @@ func checkConfig(t *testing.T, m *manifests, pod *corev1.PodTemplateSpec, c *cor
 	if w.chartSecret != (m.secrets["ferry"] != nil) {
 		t.Errorf("the chart's Secret rendered = %v, want %v", m.secrets["ferry"] != nil, w.chartSecret)
 	}
+	if app := cfg.GitHubApp; app.Enabled() != w.githubApp {
+		t.Errorf("github_app = %+v, want one: %v", app, w.githubApp)
+	} else if w.githubApp {
+		mounted("the GitHub App key", app.PrivateKey, true)
+		if app.AppID <= 0 || app.APIURL == "" {
+			t.Errorf("github_app = %+v", app)
+		}
+	}
 	if cfg.Audit.Path != "-" {
 		t.Errorf("audit.path = %q: on a read-only root with replicas, audit to stdout", cfg.Audit.Path)
 	}
@@ -565,30 +581,21 @@ func checkNoSecretsInConfigMaps(t *testing.T, m *manifests) {
 	}
 }
 
-// github_app is rendered only when the values ask for it, and stays out
-// of the test values until ferry.yaml knows it; meanwhile the rendered
-// block is checked by hand.
+// github_app is rendered only when the values ask for it; its private_key
+// names the file the chart mounts from its Secret, and that file is the
+// App key the broker loads.
 func TestChartRendersTheGitHubAppBlockWhenAsked(t *testing.T) {
 	dir := t.TempDir()
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(rsaKey)})
 	key := filepath.Join(dir, "app.pem")
-	write(t, key, []byte("-----BEGIN RSA PRIVATE KEY-----\nnot a real key\n-----END RSA PRIVATE KEY-----\n"))
+	write(t, key, keyPEM)
 	m := render(t, "--set", "githubApp.enabled=true,githubApp.appId=123456,githubApp.apiUrl=https://ghes.acme.example/api/v3",
 		"--set-file", "githubApp.privateKey="+key)
 	raw := m.configMaps["ferry-config"].Data["ferry.yaml"]
-	var doc struct {
-		GitHubApp struct {
-			AppID      int64  `yaml:"app_id"`
-			PrivateKey string `yaml:"private_key"`
-			APIURL     string `yaml:"api_url"`
-		} `yaml:"github_app"`
-	}
-	if err := yaml.Unmarshal([]byte(raw), &doc); err != nil {
-		t.Fatal(err)
-	}
-	app := doc.GitHubApp
-	if app.AppID != 123456 || app.APIURL != "https://ghes.acme.example/api/v3" || app.PrivateKey != "../keys/github-app.pem" {
-		t.Errorf("github_app = %+v", app)
-	}
 	d, err := m.deployment("ferry")
 	if err != nil {
 		t.Fatal(err)
@@ -597,23 +604,24 @@ func TestChartRendersTheGitHubAppBlockWhenAsked(t *testing.T) {
 	if !slices.ContainsFunc(keys.Secret.Items, func(k corev1.KeyToPath) bool { return k.Path == "github-app.pem" }) {
 		t.Errorf("the App key is not mounted: %+v", keys.Secret.Items)
 	}
-	if s := m.secrets["ferry"]; s == nil || !strings.Contains(string(s.Data["github-app.pem"]), "not a real key") {
-		t.Error("the App key is not in the chart's Secret")
+	if s := m.secrets["ferry"]; s == nil || string(s.Data["github-app.pem"]) != string(keyPEM) {
+		t.Error("the App key is not in the chart's Secret as given")
 	}
-	if strings.Contains(raw, "not a real key") {
+	if strings.Contains(raw, "PRIVATE KEY") {
 		t.Error("the App key is in the ConfigMap")
 	}
-	// Once config knows github_app this loads, and the whole check applies.
+
 	ferry := container(t, d.Spec.Template.Spec.Containers, "ferry")
-	cfgFile := filepath.Join(t.TempDir(), "ferry.yaml")
-	write(t, cfgFile, []byte(raw))
-	if _, err := config.Load(cfgFile); err != nil {
-		if !strings.Contains(err.Error(), "key github_app is not a known key") || strings.Contains(err.Error(), "\n") {
-			t.Errorf("the config fails for another reason than github_app: %v", err)
-		}
-		t.Log("ferry.yaml does not know github_app yet; checked the rendered block only")
-	} else {
-		loadPodConfig(t, m, &d.Spec.Template, ferry)
+	cfg, root := loadPodConfig(t, m, &d.Spec.Template, ferry)
+	want := config.GitHubApp{AppID: 123456, APIURL: "https://ghes.acme.example/api/v3", PrivateKey: filepath.Join(root, "etc", "ferry", "keys", "github-app.pem")}
+	if cfg.GitHubApp != want {
+		t.Errorf("github_app = %+v, want %+v", cfg.GitHubApp, want)
+	}
+	if k, err := ghapp.LoadKeyFile(cfg.GitHubApp.PrivateKey); err != nil || !k.Equal(rsaKey) {
+		t.Errorf("the mounted App key does not load as the App's: %v", err)
+	}
+	if _, err := (ghapp.Kind{}).NewMinter(context.Background(), grant.Env{Config: cfg, Logger: slog.New(slog.DiscardHandler)}); err != nil {
+		t.Errorf("the broker would not start its GitHub minter: %v", err)
 	}
 }
 

@@ -49,12 +49,12 @@ func TestPolicyCommands(t *testing.T) {
 		wantStdout []string
 		wantStderr []string
 	}{
-		{"validate accepts the examples", []string{"validate", policyExamples}, 0, []string{"4 policies OK\n"}, nil},
-		{"validate accepts issuers to check against", []string{"validate", policyExamples, "--issuers", "github,gitlab"}, 0, []string{"4 policies OK"}, nil},
+		{"validate accepts the examples", []string{"validate", policyExamples}, 0, []string{"5 policies OK\n"}, nil},
+		{"validate accepts issuers to check against", []string{"validate", policyExamples, "--issuers", "github,gitlab"}, 0, []string{"5 policies OK"}, nil},
 		{"validate refuses a policy of an issuer not listed", []string{"validate", "--issuers", "github", policyExamples}, 1, nil,
 			[]string{`gitlab-deploy.yaml:5:9: issuer "gitlab" is not configured (configured: github)`}},
 		{"validate prints FILE:LINE:COL for each problem", []string{"validate", broken}, 1, nil,
-			[]string{broken + `/p.yaml:4:3: match: key "ref" appears twice (first at line 3)`, broken + "/p.yaml:5:8: grant needs one of aws, gcp or token"}},
+			[]string{broken + `/p.yaml:4:3: match: key "ref" appears twice (first at line 3)`, broken + "/p.yaml:5:8: grant needs one of aws, gcp, token or github"}},
 		{"validate of a missing directory fails", []string{"validate", filepath.Join(broken, "nope")}, 1, nil, []string{"no such file or directory"}},
 
 		{"test runs every case of the examples", []string{"test", policyExamples}, 0,
@@ -80,7 +80,7 @@ func TestPolicyCommands(t *testing.T) {
 		{"explain without --policy is a usage error", []string{"explain", "--claims", "x.json"}, 2, nil, []string{"--policy and --claims are required"}},
 
 		{"blast-radius prints a table and each policy's reach", []string{"blast-radius", policyExamples}, 0,
-			[]string{"POLICY", "deploy-prod    github  aws    arn:aws:iam::123456789012:role/deploy-prod", "warning: repository matches glob \"acme/*\""}, nil},
+			[]string{"POLICY", "deploy-prod      github  aws     arn:aws:iam::123456789012:role/deploy-prod", "github-checkout  github  github  GitHub App installation on acme", "warning: repository matches glob \"acme/*\""}, nil},
 		{"blast-radius takes --format after DIR", []string{"blast-radius", policyExamples, "--format", "json"}, 0, []string{`"policy": "ci-artifacts"`}, nil},
 		{"blast-radius refuses another format", []string{"blast-radius", "--format", "xml", policyExamples}, 2, nil, []string{`--format "xml" is not table or json`}},
 
@@ -127,8 +127,8 @@ func TestPolicyBlastRadiusJSONIsMachineReadable(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
 		t.Fatalf("%v\n%s", err, r.stdout)
 	}
-	if len(got) != 4 || got[1].Policy != "deploy-prod" || got[1].Credential != "arn:aws:iam::123456789012:role/deploy-prod" ||
-		got[1].MaxDuration != "15m" || got[1].Who[0] != `repository = "acme/app"` || got[3].Issuer != "gitlab" {
+	if len(got) != 5 || got[1].Policy != "deploy-prod" || got[1].Credential != "arn:aws:iam::123456789012:role/deploy-prod" ||
+		got[1].MaxDuration != "15m" || got[1].Who[0] != `repository = "acme/app"` || got[3].Grant != "github" || got[4].Issuer != "gitlab" {
 		t.Errorf("exposures = %+v", got)
 	}
 }

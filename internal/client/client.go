@@ -180,10 +180,10 @@ func (c *Client) post(ctx context.Context, endpoint string, body []byte) (*Resul
 	if err := json.Unmarshal(data, &res); err != nil {
 		return nil, -1, fmt.Errorf("exchange: broker answered 200 with a body that is not a result: %w", err)
 	}
-	if res.AWS == nil && res.GCP == nil && res.Token == nil {
+	if res.AWS == nil && res.GCP == nil && res.Token == nil && res.GitHub == nil {
 		// Any JSON object decodes; a 200 from something that is not a
 		// Ferry broker must not pass for a credential.
-		return nil, -1, errors.New("exchange: broker answered 200 with no aws, gcp or token credential")
+		return nil, -1, errors.New("exchange: broker answered 200 with no aws, gcp, token or github credential")
 	}
 	return &res, 0, nil
 }

@@ -398,7 +398,7 @@ func TestExchangeOtherFailures(t *testing.T) {
 		}, "not a result", -1},
 		{"200 without a credential", func(t *testing.T) string {
 			return newBroker(t, reply{status: 200, body: `{"status":"ok"}`}).srv.URL
-		}, "no aws, gcp or token credential", -1},
+		}, "no aws, gcp, token or github credential", -1},
 		{"connection refused", func(t *testing.T) string { return closedURL }, "exchange:", -1},
 		{"bad base url", func(t *testing.T) string { return "http://[::1" }, "broker url", -1},
 		{"plain http to another host", func(t *testing.T) string { return "http://ferry.example.com" }, "only over https", -1},

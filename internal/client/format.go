@@ -46,8 +46,11 @@ func Output(w io.Writer, res *Result, format string, env Env) error {
 		case res.Token != nil:
 			_, err := fmt.Fprintln(w, res.Token.Token)
 			return err
+		case res.GitHub != nil:
+			_, err := fmt.Fprintln(w, res.GitHub.Token)
+			return err
 		}
-		return errors.New("--format token needs a policy with a gcp or token grant")
+		return errors.New("--format token needs a policy with a gcp, token or github grant")
 	case "github":
 		return githubEnv(w, res, env)
 	}
@@ -81,12 +84,17 @@ func envVars(res *Result) [][2]string {
 	if t := res.Token; t != nil {
 		out = append(out, [2]string{"FERRY_TOKEN", t.Token})
 	}
+	if g := res.GitHub; g != nil {
+		// What gh and most GitHub tooling read; GITHUB_TOKEN stays the
+		// job's own.
+		out = append(out, [2]string{"GH_TOKEN", g.Token})
+	}
 	return out
 }
 
 func secret(name string) bool {
 	switch name {
-	case "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "CLOUDSDK_AUTH_ACCESS_TOKEN", "GOOGLE_OAUTH_ACCESS_TOKEN", "FERRY_TOKEN", "AWS_ACCESS_KEY_ID":
+	case "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "CLOUDSDK_AUTH_ACCESS_TOKEN", "GOOGLE_OAUTH_ACCESS_TOKEN", "FERRY_TOKEN", "GH_TOKEN", "AWS_ACCESS_KEY_ID":
 		return true
 	}
 	return false

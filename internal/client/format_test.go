@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferry-broker/ferry/internal/mint/awssts"
 	"github.com/ferry-broker/ferry/internal/mint/gcpiam"
+	"github.com/ferry-broker/ferry/internal/mint/ghapp"
 	"github.com/ferry-broker/ferry/internal/mint/tokensign"
 )
 
@@ -44,6 +45,14 @@ func tokenResult() *Result {
 	return &Result{
 		Policy: "ci-artifacts", RequestID: "01JREQ", ExpiresAt: expires,
 		Token: &tokensign.Answer{Token: "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.sig", ExpiresAt: expires},
+	}
+}
+
+func githubResult() *Result {
+	return &Result{
+		Policy: "github-checkout", RequestID: "01JREQ", ExpiresAt: expires,
+		GitHub: &ghapp.Answer{Token: "ghs_16C7e42F292c6912E7710c838347Ae178B4a", ExpiresAt: expires,
+			Repositories: []string{"acme/infra"}, Permissions: map[string]string{"contents": "read"}},
 	}
 }
 
@@ -87,6 +96,9 @@ func wantVars(res *Result) map[string]string {
 	if tk := res.Token; tk != nil {
 		m["FERRY_TOKEN"] = tk.Token
 	}
+	if g := res.GitHub; g != nil {
+		m["GH_TOKEN"] = g.Token
+	}
 	return m
 }
 
@@ -97,6 +109,7 @@ var results = []struct {
 	{"aws", awsResult},
 	{"gcp", gcpResult},
 	{"token", tokenResult},
+	{"github", githubResult},
 }
 
 func TestOutputJSONRoundTrips(t *testing.T) {
@@ -180,6 +193,7 @@ func TestOutputToken(t *testing.T) {
 	}{
 		{gcpResult(), "ya29.access-token\n"},
 		{tokenResult(), "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.sig\n"},
+		{githubResult(), "ghs_16C7e42F292c6912E7710c838347Ae178B4a\n"},
 	}
 	for _, tt := range tests {
 		var out bytes.Buffer
@@ -201,7 +215,7 @@ func TestOutputRefusesWhatAFormatCannotExpress(t *testing.T) {
 	}{
 		{"credential-process", gcpResult(), "aws grant"},
 		{"credential-process", tokenResult(), "aws grant"},
-		{"token", awsResult(), "gcp or token grant"},
+		{"token", awsResult(), "gcp, token or github grant"},
 		{"github", awsResult(), "GITHUB_ENV"}, // outside a GitHub Actions step
 		{"yaml", awsResult(), `unknown format "yaml"`},
 		{"", awsResult(), "unknown format"},
@@ -281,6 +295,8 @@ func TestOutputEnvEvaluatesBackToTheValues(t *testing.T) {
 				res.GCP.AccessToken = h
 			case res.Token != nil:
 				res.Token.Token = h
+			case res.GitHub != nil:
+				res.GitHub.Token = h
 			}
 			variants = append(variants, variant{r.name + "/" + h, res})
 		}
@@ -299,7 +315,7 @@ func TestOutputEnvEvaluatesBackToTheValues(t *testing.T) {
 			dir := t.TempDir()
 			names := sortedKeys(want)
 			// Names the result does not set must stay unset.
-			others := []string{"AWS_ACCESS_KEY_ID", "CLOUDSDK_AUTH_ACCESS_TOKEN", "FERRY_TOKEN"}
+			others := []string{"AWS_ACCESS_KEY_ID", "CLOUDSDK_AUTH_ACCESS_TOKEN", "FERRY_TOKEN", "GH_TOKEN"}
 			for _, o := range others {
 				if _, ok := want[o]; !ok {
 					names = append(names, o)
@@ -377,7 +393,7 @@ func (m *maskWatcher) Write(p []byte) (int, error) {
 func TestOutputGitHub(t *testing.T) {
 	secretNames := map[string]bool{
 		"AWS_ACCESS_KEY_ID": true, "AWS_SECRET_ACCESS_KEY": true, "AWS_SESSION_TOKEN": true,
-		"CLOUDSDK_AUTH_ACCESS_TOKEN": true, "GOOGLE_OAUTH_ACCESS_TOKEN": true, "FERRY_TOKEN": true,
+		"CLOUDSDK_AUTH_ACCESS_TOKEN": true, "GOOGLE_OAUTH_ACCESS_TOKEN": true, "FERRY_TOKEN": true, "GH_TOKEN": true,
 	}
 	for _, r := range results {
 		t.Run(r.name, func(t *testing.T) {

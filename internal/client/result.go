@@ -5,6 +5,7 @@ import (
 
 	"github.com/ferry-broker/ferry/internal/mint/awssts"
 	"github.com/ferry-broker/ferry/internal/mint/gcpiam"
+	"github.com/ferry-broker/ferry/internal/mint/ghapp"
 	"github.com/ferry-broker/ferry/internal/mint/tokensign"
 )
 
@@ -17,4 +18,5 @@ type Result struct {
 	AWS       *awssts.Answer    `json:"aws,omitempty"`
 	GCP       *gcpiam.Answer    `json:"gcp,omitempty"`
 	Token     *tokensign.Answer `json:"token,omitempty"`
+	GitHub    *ghapp.Answer     `json:"github,omitempty"`
 }

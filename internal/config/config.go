@@ -46,6 +46,9 @@ type Config struct {
 	// X-Forwarded-For; from anywhere else the header is ignored, since any
 	// caller could write it.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// GitHubApp lets the broker mint GitHub App installation tokens (grant
+	// kind github).
+	GitHubApp GitHubApp `yaml:"github_app"`
 }
 
 // TrustedProxyNets parses TrustedProxies; Parse has already refused any
@@ -277,6 +280,7 @@ func (c *Config) applyDefaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	c.GitHubApp.applyDefaults()
 	if r := &c.RateLimit; r.PerSecond > 0 && r.Burst == 0 {
 		r.Burst = int(math.Min(r.PerSecond*2, math.MaxInt32)) + 1
 	}
@@ -386,7 +390,7 @@ func (c *Config) validate(file string) []yamlpos.Problem {
 	default:
 		bad("log_level", "%s is not debug, info, warn or error", quote(c.LogLevel))
 	}
-	return problems
+	return append(problems, c.GitHubApp.validate(file)...)
 }
 
 // checkURL applies urlcheck's rule for issuer and key URLs, quoting the
@@ -411,6 +415,7 @@ func (c *Config) resolvePaths(base string) {
 	c.Replay.RedisPasswordFile = abs(c.Replay.RedisPasswordFile)
 	c.TLS.CertFile = abs(c.TLS.CertFile)
 	c.TLS.KeyFile = abs(c.TLS.KeyFile)
+	c.GitHubApp.PrivateKey = abs(c.GitHubApp.PrivateKey)
 	for i, p := range c.Token.PreviousKeys {
 		c.Token.PreviousKeys[i] = abs(p)
 	}

@@ -501,7 +501,10 @@ func TestTheREADMEExampleParses(t *testing.T) {
 	if !c.TLS.Enabled() || c.TLS.CertFile != "/srv/ferry/tls.crt" {
 		t.Errorf("tls = %+v", c.TLS)
 	}
-	for _, key := range []string{"tls:", "cert_file:", "key_file:", "redis_password_file:", "previous_keys:", "trusted_proxies:"} {
+	if c.GitHubApp.PrivateKey != "/srv/ferry/github-app.pem" || c.GitHubApp.AppID == 0 {
+		t.Errorf("github_app = %+v", c.GitHubApp)
+	}
+	for _, key := range []string{"tls:", "cert_file:", "key_file:", "redis_password_file:", "previous_keys:", "trusted_proxies:", "github_app:", "api_url:"} {
 		if !strings.Contains(block, key) {
 			t.Errorf("the README's example does not show %s", key)
 		}

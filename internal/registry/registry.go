@@ -9,6 +9,7 @@ import (
 	"github.com/ferry-broker/ferry/internal/grant"
 	"github.com/ferry-broker/ferry/internal/mint/awssts"
 	"github.com/ferry-broker/ferry/internal/mint/gcpiam"
+	"github.com/ferry-broker/ferry/internal/mint/ghapp"
 	"github.com/ferry-broker/ferry/internal/mint/tokensign"
 	"github.com/ferry-broker/ferry/internal/platform"
 	"github.com/ferry-broker/ferry/internal/platform/github"
@@ -21,6 +22,7 @@ func Kinds() grant.Kinds {
 		awssts.Kind{},
 		gcpiam.Kind{},
 		tokensign.Kind{},
+		ghapp.Kind{},
 	}
 }
 
