@@ -31,6 +31,7 @@ import (
 
 	"github.com/ferry-broker/ferry/internal/devissuer"
 	"github.com/ferry-broker/ferry/internal/testsupport/ferryproc"
+	"github.com/ferry-broker/ferry/internal/testsupport/issuers"
 	"github.com/ferry-broker/ferry/internal/testsupport/moto"
 )
 
@@ -158,18 +159,23 @@ type env struct {
 	broker *ferryproc.Server
 }
 
+// ferryBin is the binary under test, built once for the package.
+var ferryBin = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "ferry-actions-")
+	if err != nil {
+		return "", err
+	}
+	return ferryproc.Build(dir)
+})
+
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{ferry: ferryproc.BuildT(t)}
-	var err error
-	if e.gh, err = devissuer.Start(devissuer.Options{Flavor: devissuer.GitHub}); err != nil {
+	bin, err := ferryBin()
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e.gh.Close() })
-	if e.gl, err = devissuer.Start(devissuer.Options{Flavor: devissuer.GitLab}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.gl.Close() })
+	e := &env{ferry: bin}
+	e.gh, e.gl = issuers.Start(t)
 	e.sts = moto.Start(t)
 	e.broker = e.startBroker(t, "")
 	return e
@@ -211,18 +217,7 @@ func (e *env) startBroker(t *testing.T, extraConfig string) *ferryproc.Server {
 // sign issues a CI token from one of devissuer's sample payloads, edited.
 func sign(t *testing.T, is *devissuer.Issuer, sample string, edit func(map[string]any)) string {
 	t.Helper()
-	c, err := devissuer.SampleClaims(sample)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if edit != nil {
-		edit(c)
-	}
-	tok, err := is.Sign(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return issuers.Sign(t, is, sample, edit)
 }
 
 // awsCaller asks the local STS who the given credentials are, which proves
