@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -167,12 +168,35 @@ func warnUnservable(logger *slog.Logger, set *trust.Set, minters map[string]gran
 	}
 }
 
-// ready is /readyz: policies loaded and every issuer's keys reachable.
+// ready is /readyz: 503 while this replica would refuse every exchange
+// (no policies, a replay store or audit log that cannot take a write, no
+// issuer that can verify tokens), each reason named; 200 "degraded" while
+// only some issuers are down, since a gitlab.com outage must not take the
+// replicas away from GitHub jobs.
 func (b *Broker) ready(ctx context.Context) ([]string, error) {
+	var down []string
 	if b.policies.Current() == nil {
-		return nil, errors.New("no policies loaded")
+		down = append(down, "no policies loaded")
 	}
-	return b.verifier.Readiness(ctx)
+	if c, ok := b.replay.(replay.Checker); ok {
+		switch err := c.Healthy(ctx); {
+		case errors.Is(err, replay.ErrFull):
+			down = append(down, err.Error())
+		case err != nil:
+			down = append(down, "replay store unreachable: "+err.Error())
+		}
+	}
+	if err := b.audit.Healthy(); err != nil {
+		down = append(down, err.Error())
+	}
+	problems, err := b.verifier.Readiness(ctx)
+	if err != nil {
+		down = append(down, err.Error())
+	}
+	if len(down) > 0 {
+		return problems, errors.New(strings.Join(down, "; "))
+	}
+	return problems, nil
 }
 
 // Handler is the HTTP API.
