@@ -180,16 +180,19 @@ func TestRetryingCapsCallsInFlight(t *testing.T) {
 			}
 		})
 	}
-	// Let calls through one at a time while 30 requests press on 4 slots.
-	for deadline := time.Now().Add(20 * time.Second); ok.Load()+failed.Load() < 30; {
+	// 30 requests press on 4 slots: 4 calls reach the provider, and no
+	// more while they hang.
+	for deadline := time.Now().Add(10 * time.Second); f.inFlight.Load() < 4; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("stuck: %d done", ok.Load()+failed.Load())
-		}
-		select {
-		case f.hold <- struct{}{}:
-		case <-time.After(10 * time.Millisecond):
+			t.Fatalf("only %d calls in flight", f.inFlight.Load())
 		}
 	}
+	time.Sleep(50 * time.Millisecond)
+	if n := f.inFlight.Load(); n != 4 {
+		t.Errorf("%d calls in flight while 4 hang, want 4", n)
+	}
+	// Then the provider answers at once: the cap holds as calls churn.
+	close(f.hold)
 	wg.Wait()
 	if got := f.maxSeen.Load(); got != 4 {
 		t.Errorf("the provider saw %d calls at once, want the cap of 4 reached and held", got)
