@@ -209,14 +209,14 @@ func TestBlastMermaidEscapesHostilePolicyValues(t *testing.T) {
 
 func TestMermaidLabelEscapes(t *testing.T) {
 	tests := map[string]string{
-		"plain text":     "plain text",
-		`a"b`:            "a#34;b",
-		"#35;":           "#35;35;",
-		"<br/>":          "#60;br/#62;",
-		"a&b`c%d\\e":     "a#38;b#96;c#37;d#92;e",
-		"tab\there\x00":  "tab here ",
-		"line\nbreak":    "line<br/>break",
-		"\u2028sep":      " sep",
+		"plain text":    "plain text",
+		`a"b`:           "a#34;b",
+		"#35;":          "#35;35;",
+		"<br/>":         "#60;br/#62;",
+		"a&b`c%d\\e":    "a#38;b#96;c#37;d#92;e",
+		"tab\there\x00": "tab here ",
+		"line\nbreak":   "line<br/>break",
+		"\u2028sep":     " sep",
 		"⚠ widest: ünï": "⚠ widest: ünï",
 	}
 	for in, want := range tests {
