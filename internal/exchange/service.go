@@ -256,7 +256,6 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 			Reason: fmt.Sprintf("policy %q grants %s credentials, but this broker has no %s minter configured", pol.Name, spec.Kind(), spec.Kind())}
 	}
 
-	t = s.d.Now()
 	err = s.limit(ctx, id.Issuer, pol.Name, id.Claims)
 	t = s.d.Metrics.stage(stageLimit, t, s.d.Now())
 	if err != nil {

@@ -233,7 +233,7 @@ func TestRetryingRefusesWhenNoSlotComesFreeInTime(t *testing.T) {
 
 type releasing struct{ throttling }
 
-func (releasing) Release(context.Context, ReleaseRequest) (Released, error) {
+func (*releasing) Release(context.Context, ReleaseRequest) (Released, error) {
 	return Released{Revoked: true, Detail: "deleted"}, nil
 }
 
