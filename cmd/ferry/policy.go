@@ -31,7 +31,7 @@ func policySubcommands() map[string]policySubcommand {
 		"validate":     {runPolicyValidate, "validate [DIR]", "check every policy; FILE:LINE:COL: message for each problem"},
 		"test":         {runPolicyTest, "test [DIR]", "run the policies' NAME.test.yaml cases"},
 		"explain":      {runPolicyExplain, "explain --policy NAME --claims FILE.json [DIR]", "each condition: pass / fail and why"},
-		"blast-radius": {runPolicyBlastRadius, "blast-radius [DIR] [--format table|json]", "who can reach which credential, and risky shapes"},
+		"blast-radius": {runPolicyBlastRadius, "blast-radius [DIR] [--format table|json|mermaid]", "who can reach which credential, and risky shapes"},
 	}
 }
 
@@ -62,7 +62,7 @@ func policyUsage(w io.Writer) {
 	fmt.Fprintf(w, "\nDIR is the policy directory, %s when omitted.\n\nSubcommands:\n", policyDefaultDir)
 	subs := policySubcommands()
 	for _, name := range policySubcommandOrder {
-		fmt.Fprintf(w, "  %-48s %s\n", subs[name].usage, subs[name].summary)
+		fmt.Fprintf(w, "  %-50s %s\n", subs[name].usage, subs[name].summary)
 	}
 }
 
@@ -269,18 +269,22 @@ func runPolicyExplain(args []string, stdout, stderr io.Writer) int {
 
 func runPolicyBlastRadius(args []string, stdout, stderr io.Writer) int {
 	pf := newPolicyFlags("blast-radius", stderr)
-	format := pf.fs.String("format", "table", "output: table | json")
+	format := pf.fs.String("format", "table", "output: table | json | mermaid (a Markdown ```mermaid graph for a pull request comment)")
 	dir, code, done := pf.parse(args)
 	if done {
 		return code
 	}
-	if *format != "table" && *format != "json" {
-		fmt.Fprintf(stderr, "ferry policy blast-radius: --format %q is not table or json\n", *format)
+	if *format != "table" && *format != "json" && *format != "mermaid" {
+		fmt.Fprintf(stderr, "ferry policy blast-radius: --format %q is not table, json or mermaid\n", *format)
 		return exitUsage
 	}
 	set, ok := policyLoad(dir, pf.options(), stderr)
 	if !ok {
 		return exitFail
+	}
+	if *format == "mermaid" {
+		fmt.Fprint(stdout, trust.BlastMermaid(set))
+		return exitOK
 	}
 	exposures := trust.BlastRadius(set)
 	if *format == "json" {

@@ -82,13 +82,13 @@ func TestPolicyCommands(t *testing.T) {
 		{"blast-radius prints a table and each policy's reach", []string{"blast-radius", policyExamples}, 0,
 			[]string{"POLICY", "deploy-prod      github  aws     arn:aws:iam::123456789012:role/deploy-prod", "github-checkout  github  github  GitHub App installation on acme", "warning: repository matches glob \"acme/*\""}, nil},
 		{"blast-radius takes --format after DIR", []string{"blast-radius", policyExamples, "--format", "json"}, 0, []string{`"policy": "ci-artifacts"`}, nil},
-		{"blast-radius refuses another format", []string{"blast-radius", "--format", "xml", policyExamples}, 2, nil, []string{`--format "xml" is not table or json`}},
+		{"blast-radius refuses another format", []string{"blast-radius", "--format", "xml", policyExamples}, 2, nil, []string{`--format "xml" is not table, json or mermaid`}},
 
 		{"no subcommand is a usage error", nil, 2, nil, []string{"Usage: ferry policy"}},
 		{"an unknown subcommand is a usage error", []string{"lint"}, 2, nil, []string{`unknown subcommand "lint"`}},
 		{"an unknown flag is a usage error", []string{"validate", "--strict"}, 2, nil, []string{"flag provided but not defined: -strict"}},
 		{"two directories are a usage error", []string{"validate", policyExamples, broken}, 2, nil, []string{"one policy directory at most"}},
-		{"help is not an error", []string{"help"}, 0, []string{"blast-radius [DIR] [--format table|json]"}, nil},
+		{"help is not an error", []string{"help"}, 0, []string{"blast-radius [DIR] [--format table|json|mermaid]"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

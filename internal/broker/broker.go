@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/ferry-broker/ferry/internal/exchange"
 	"github.com/ferry-broker/ferry/internal/grant"
 	"github.com/ferry-broker/ferry/internal/identity"
+	"github.com/ferry-broker/ferry/internal/limit"
 	"github.com/ferry-broker/ferry/internal/policystore"
 	"github.com/ferry-broker/ferry/internal/registry"
 	"github.com/ferry-broker/ferry/internal/replay"
@@ -90,12 +92,14 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Broker, err err
 	}
 	warnUnservable(logger, b.policies.Current(), b.minters)
 
+	metrics := exchange.NewMetrics(b.policies.Known, kinds.Names()...)
 	deps := exchange.Deps{
 		Verifier: b.verifier, Policies: b.policies, Replay: b.replay, Audit: b.audit,
-		Kinds: kinds, Minters: b.minters, Platforms: platforms,
-		Logger: logger, Metrics: exchange.NewMetrics(b.policies.Known),
+		Kinds: kinds, Minters: retrying(b.minters, metrics), Platforms: platforms,
+		Limits: limits(cfg.RateLimit, b.replay),
+		Logger: logger, Metrics: metrics,
 	}
-	deps.Metrics.Registry.MustRegister(b.verifier.Collector())
+	deps.Metrics.Registry.MustRegister(b.verifier.Collector(), b.policies.Collector())
 	if b.auditCPs, err = startCheckpoints(b.audit, logger, b.minters); err != nil {
 		return nil, err
 	}
@@ -104,7 +108,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Broker, err err
 	}
 	httpOpts := exchange.HTTPOptions{
 		Logger: logger, Metrics: deps.Metrics, Ready: b.ready,
-		RatePerSecond: cfg.RateLimit.PerSecond, RateBurst: cfg.RateLimit.Burst,
+		RatePerSecond: cfg.RateLimit.PerSecond, RateBurst: cfg.RateLimit.Burst, RateMaxClients: cfg.RateLimit.MaxClients,
 		TrustedProxies: cfg.TrustedProxyNets(),
 	}
 	for _, m := range b.minters {
@@ -146,6 +150,36 @@ func closeMinters(ms map[string]grant.Minter) error {
 	return errors.Join(errs...)
 }
 
+// retrying wraps every kind's minter in the one retry policy (see
+// grant.Retrying): transient provider failures retried with backoff inside
+// the mint timeout, a cap on calls in flight per kind. The broker keeps the
+// minters unwrapped for what it asks of them itself (keys, Close).
+func retrying(minters map[string]grant.Minter, m *exchange.Metrics) map[string]grant.Minter {
+	out := make(map[string]grant.Minter, len(minters))
+	for kind, mt := range minters {
+		out[kind] = grant.Retrying(kind, mt, grant.RetryOptions{Hooks: m.RetryHooks()})
+	}
+	return out
+}
+
+// limits are the per-repository and per-policy rate limits: in Redis when
+// the replay store is, so replicas share them, else in this process.
+func limits(c config.RateLimit, store replay.Store) exchange.Limits {
+	l := exchange.Limits{
+		PerRepository: limit.PerMinute(c.PerRepository.PerMinute, c.PerRepository.Burst),
+		PerPolicy:     limit.PerMinute(c.PerPolicy.PerMinute, c.PerPolicy.Burst),
+	}
+	if l.PerRepository.Zero() && l.PerPolicy.Zero() {
+		return l
+	}
+	if r, ok := store.(*replay.Redis); ok {
+		l.Limiter = limit.NewRedis(r.Client())
+	} else {
+		l.Limiter = limit.NewMemory()
+	}
+	return l
+}
+
 func openReplay(ctx context.Context, c config.Replay) (replay.Store, error) {
 	if c.Store == "redis" {
 		s, err := replay.NewRedis(ctx, c.RedisURL)
@@ -167,12 +201,35 @@ func warnUnservable(logger *slog.Logger, set *trust.Set, minters map[string]gran
 	}
 }
 
-// ready is /readyz: policies loaded and every issuer's keys reachable.
+// ready is /readyz: 503 while this replica would refuse every exchange
+// (no policies, a replay store or audit log that cannot take a write, no
+// issuer that can verify tokens), each reason named; 200 "degraded" while
+// only some issuers are down, since a gitlab.com outage must not take the
+// replicas away from GitHub jobs.
 func (b *Broker) ready(ctx context.Context) ([]string, error) {
+	var down []string
 	if b.policies.Current() == nil {
-		return nil, errors.New("no policies loaded")
+		down = append(down, "no policies loaded")
 	}
-	return b.verifier.Readiness(ctx)
+	if c, ok := b.replay.(replay.Checker); ok {
+		switch err := c.Healthy(ctx); {
+		case errors.Is(err, replay.ErrFull):
+			down = append(down, err.Error())
+		case err != nil:
+			down = append(down, "replay store unreachable: "+err.Error())
+		}
+	}
+	if err := b.audit.Healthy(); err != nil {
+		down = append(down, err.Error())
+	}
+	problems, err := b.verifier.Readiness(ctx)
+	if err != nil {
+		down = append(down, err.Error())
+	}
+	if len(down) > 0 {
+		return problems, errors.New(strings.Join(down, "; "))
+	}
+	return problems, nil
 }
 
 // Handler is the HTTP API.

@@ -119,11 +119,35 @@ type Token struct {
 	PreviousKeys []string `yaml:"previous_keys"`
 }
 
-// RateLimit bounds requests per client address before any token work.
+// RateLimit bounds requests per client address before any token work, and
+// per repository or project and per policy once the token is verified.
 type RateLimit struct {
-	PerSecond float64 `yaml:"per_second"` // 0 disables
+	PerSecond float64 `yaml:"per_second"` // per client address (an IPv6 /64 counts as one); 0 disables
 	Burst     int     `yaml:"burst"`
+	// MaxClients caps the client addresses one replica keeps buckets for;
+	// at the cap a new address is refused (429) until buckets refill.
+	MaxClients int `yaml:"max_clients"`
+	// PerRepository limits each issuer's repository or project (the job's
+	// platform.Job.Who), PerPolicy each policy, across replicas when
+	// replay.store is redis. Only a verified token can spend them, and
+	// only a request its policy allows spends PerPolicy.
+	PerRepository Quota `yaml:"per_repository"`
+	PerPolicy     Quota `yaml:"per_policy"`
 }
+
+// Quota is a rate a minute with a burst.
+type Quota struct {
+	PerMinute float64 `yaml:"per_minute"` // 0 disables
+	Burst     int     `yaml:"burst"`      // default: one minute's worth
+}
+
+// Limits of the rate_limit values, so that a bucket's arithmetic stays in
+// range (one request a day at the slowest).
+const (
+	DefaultMaxClients = 100_000
+	minPerMinute      = 1.0 / (24 * 60)
+	maxBurst          = 1_000_000
+)
 
 // Duration is a time.Duration written as "30s", "15m".
 type Duration time.Duration
@@ -284,6 +308,14 @@ func (c *Config) applyDefaults() {
 	if r := &c.RateLimit; r.PerSecond > 0 && r.Burst == 0 {
 		r.Burst = int(math.Min(r.PerSecond*2, math.MaxInt32)) + 1
 	}
+	if c.RateLimit.MaxClients == 0 {
+		c.RateLimit.MaxClients = DefaultMaxClients
+	}
+	for _, q := range []*Quota{&c.RateLimit.PerRepository, &c.RateLimit.PerPolicy} {
+		if q.PerMinute > 0 && q.Burst == 0 {
+			q.Burst = int(math.Min(math.Ceil(q.PerMinute), maxBurst))
+		}
+	}
 }
 
 var issuerName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
@@ -375,6 +407,28 @@ func (c *Config) validate(file string) []yamlpos.Problem {
 	}
 	if c.RateLimit.Burst < 0 {
 		bad("rate_limit.burst", "must not be negative, got %d", c.RateLimit.Burst)
+	}
+	if c.RateLimit.MaxClients < 0 {
+		bad("rate_limit.max_clients", "must not be negative, got %d", c.RateLimit.MaxClients)
+	}
+	for key, q := range map[string]Quota{"per_repository": c.RateLimit.PerRepository, "per_policy": c.RateLimit.PerPolicy} {
+		key = "rate_limit." + key
+		switch {
+		case math.IsNaN(q.PerMinute) || math.IsInf(q.PerMinute, 0):
+			bad(key+".per_minute", "want a finite number, got %v", q.PerMinute)
+		case q.PerMinute < 0:
+			bad(key+".per_minute", "must not be negative, got %v", q.PerMinute)
+		case q.PerMinute > 0 && q.PerMinute < minPerMinute:
+			bad(key+".per_minute", "%v is less than one request a day; use 0 to disable the limit", q.PerMinute)
+		}
+		switch {
+		case q.Burst < 0:
+			bad(key+".burst", "must not be negative, got %d", q.Burst)
+		case q.Burst > maxBurst:
+			bad(key+".burst", "%d is more than %d", q.Burst, maxBurst)
+		case q.Burst > 0 && q.PerMinute == 0:
+			bad(key+".burst", "needs %s.per_minute", key)
+		}
 	}
 	for i, p := range c.TrustedProxies {
 		n, err := parseProxy(p)

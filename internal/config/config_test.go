@@ -69,6 +69,13 @@ func TestParseRefusesBadConfig(t *testing.T) {
 		{"a key without its certificate", minimal + "tls: {key_file: tls.key}\n", "ferry.yaml:6:6: tls.cert_file: required when tls.key_file is set"},
 		{"an unknown tls key", minimal + "tls: {cert: tls.crt}\n", "tls: key cert is not a known key (known keys: cert_file, key_file)"},
 		{"a redis password file without redis", minimal + "replay: {redis_password_file: pw}\n", "replay.redis_password_file: needs replay.store: redis"},
+		{"a negative per-repository rate", minimal + "rate_limit: {per_repository: {per_minute: -1}}\n", "ferry.yaml:6:43: rate_limit.per_repository.per_minute: must not be negative"},
+		{"a per-policy rate under one a day", minimal + "rate_limit: {per_policy: {per_minute: 0.0001}}\n", "rate_limit.per_policy.per_minute: 0.0001 is less than one request a day"},
+		{"a per-policy rate that is not finite", minimal + "rate_limit: {per_policy: {per_minute: .nan}}\n", "rate_limit.per_policy.per_minute: want a finite number"},
+		{"a burst without a rate", minimal + "rate_limit: {per_repository: {burst: 5}}\n", "rate_limit.per_repository.burst: needs rate_limit.per_repository.per_minute"},
+		{"a burst too large", minimal + "rate_limit: {per_repository: {per_minute: 1, burst: 2000000}}\n", "rate_limit.per_repository.burst: 2000000 is more than 1000000"},
+		{"a negative client cap", minimal + "rate_limit: {max_clients: -1}\n", "rate_limit.max_clients: must not be negative"},
+		{"an unknown quota key", minimal + "rate_limit: {per_repository: {per_hour: 5}}\n", "rate_limit.per_repository: key per_hour is not a known key (known keys: per_minute, burst)"},
 		{"a redis password in two places", minimal + "replay: {store: redis, redis_url: 'redis://:pw@cache:6379', redis_password_file: pw}\n", "replay.redis_password_file: replay.redis_url holds a password already"},
 	}
 	for _, tt := range tests {
@@ -282,7 +289,7 @@ func TestParseNamesBadTypesByKeyAndLine(t *testing.T) {
 		// nested struct
 		{"struct given a string", "audit: ./audit.log\n", `ferry.yaml:1:8: audit: want a mapping (keys: path), got "./audit.log"`},
 		{"struct given a list", "replay: [memory]\n", "ferry.yaml:1:9: replay: want a mapping (keys: store, redis_url, redis_password_file), got a list"},
-		{"struct given a number", "rate_limit: 20\n", "ferry.yaml:1:13: rate_limit: want a mapping (keys: per_second, burst), got 20"},
+		{"struct given a number", "rate_limit: 20\n", "ferry.yaml:1:13: rate_limit: want a mapping (keys: per_second, burst, max_clients, per_repository, per_policy), got 20"},
 		{"unknown key in a struct", "token: {isuer: https://x.example}\n", "ferry.yaml:1:9: token: key isuer is not a known key (known keys: issuer, signing_key, previous_keys)"},
 		// list of structs
 		{"list of structs holding a number", "issuers: [5]\n", "ferry.yaml:1:11: issuers[0]: want a mapping (keys: name, issuer, audiences, jwks_url), got 5"},
@@ -395,6 +402,29 @@ policy_reload: ~
 	}
 	if c.RateLimit.PerSecond != 10 || c.RateLimit.Burst != 2 {
 		t.Errorf("rate_limit = %+v", c.RateLimit)
+	}
+}
+
+func TestRateLimitDefaults(t *testing.T) {
+	tests := []struct {
+		yaml string
+		want RateLimit
+	}{
+		{"", RateLimit{MaxClients: DefaultMaxClients}},
+		{"rate_limit: {per_second: 20}", RateLimit{PerSecond: 20, Burst: 41, MaxClients: DefaultMaxClients}},
+		{"rate_limit: {per_repository: {per_minute: 60}, per_policy: {per_minute: 2.5, burst: 1}, max_clients: 10}",
+			RateLimit{MaxClients: 10, PerRepository: Quota{PerMinute: 60, Burst: 60}, PerPolicy: Quota{PerMinute: 2.5, Burst: 1}}},
+		{"rate_limit: {per_policy: {per_minute: 0.5}}", RateLimit{MaxClients: DefaultMaxClients, PerPolicy: Quota{PerMinute: 0.5, Burst: 1}}},
+	}
+	for _, tt := range tests {
+		c, err := Parse([]byte(minimal+tt.yaml+"\n"), "/", "ferry.yaml")
+		if err != nil {
+			t.Errorf("%s: %v", tt.yaml, err)
+			continue
+		}
+		if c.RateLimit != tt.want {
+			t.Errorf("%s: rate_limit = %+v, want %+v", tt.yaml, c.RateLimit, tt.want)
+		}
 	}
 }
 

@@ -91,8 +91,12 @@ type (
 	replayed struct{ reason string }
 	// wrongEndpoint is a policy whose kind this endpoint does not serve.
 	wrongEndpoint struct{ reason string }
-	// throttled is the broker's own rate limit.
-	throttled struct{ wait time.Duration }
+	// throttled is the broker's own rate limit: the client address's, or
+	// (with a reason and rule) a repository's or policy's.
+	throttled struct {
+		wait         time.Duration
+		reason, rule string
+	}
 	// unavailable is the broker unable to decide now (no policies, the
 	// replay store or audit log failing).
 	unavailable struct {
@@ -160,7 +164,11 @@ func classify(err error) *Error {
 	case errors.As(err, &wrong):
 		return &Error{Code: InvalidRequest, Description: wrong.reason, Rule: "grant_type"}
 	case errors.As(err, &thr):
-		return &Error{Code: RateLimited, Description: "too many requests from this address", RetryAfter: thr.wait}
+		desc := "too many requests from this address"
+		if thr.reason != "" {
+			desc = thr.reason
+		}
+		return &Error{Code: RateLimited, Description: desc, Rule: thr.rule, RetryAfter: max(thr.wait, time.Second)}
 	case errors.As(err, &route):
 		desc := "no such endpoint"
 		if route.code == MethodNotAllowed {

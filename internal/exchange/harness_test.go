@@ -152,6 +152,8 @@ type harnessOpts struct {
 	rate           float64
 	trustedProxies []netip.Prefix
 	burst          int
+	maxClients     int
+	limits         exchange.Limits
 	mintTimeout    time.Duration
 	// now is the verifier's clock; nil is the real one.
 	now func() time.Time
@@ -206,7 +208,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		Kinds: registry.Kinds(), Platforms: registry.Platforms(),
 		Minters: map[string]grant.Minter{tokensign.KindName: signer},
 		Logger:  logger, Metrics: exchange.NewMetrics(store.Known),
-		MintTimeout: o.mintTimeout,
+		MintTimeout: o.mintTimeout, Limits: o.limits,
 	}
 	switch {
 	case o.awsMinter != nil:
@@ -229,7 +231,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	srv.Config.Handler = exchange.NewHandler(h.service, exchange.HTTPOptions{
 		Logger: logger, Metrics: deps.Metrics, Discovery: signer,
 		Ready:         pool.Readiness,
-		RatePerSecond: o.rate, RateBurst: o.burst, TrustedProxies: o.trustedProxies,
+		RatePerSecond: o.rate, RateBurst: o.burst, RateMaxClients: o.maxClients, TrustedProxies: o.trustedProxies,
 	})
 	srv.Start()
 	t.Cleanup(srv.Close)

@@ -46,6 +46,9 @@ type HTTPOptions struct {
 	TrustedProxies []netip.Prefix
 	RatePerSecond  float64
 	RateBurst      int
+	// RateMaxClients caps the client addresses with a bucket (see
+	// limiter); 0 is limit.DefaultMaxKeys.
+	RateMaxClients int
 }
 
 // NewHandler serves the contract's HTTP API.
@@ -62,7 +65,7 @@ func NewHandler(svc *Service, o HTTPOptions) http.Handler {
 	e.HTTPErrorHandler = func(err error, c echo.Context) { h.fail(c, err, h.writeError) }
 	e.Use(h.requestID, h.recover)
 
-	limit := newLimiter(o.RatePerSecond, o.RateBurst)
+	limit := newLimiter(o.RatePerSecond, o.RateBurst, o.RateMaxClients)
 	// Routes, not an echo Group: a group with middleware answers every
 	// other method on its paths with 404 rather than 405.
 	e.POST("/v1/exchange", h.exchange, h.failWith(h.writeError), limitBody, h.rateLimit(limit))
@@ -165,8 +168,8 @@ func readBody(c echo.Context) ([]byte, error) {
 func (h *handler) rateLimit(l *limiter) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			if wait := l.allow(c.RealIP(), time.Now()); wait > 0 {
-				h.o.Metrics.rateLimited()
+			if wait, scope := l.allow(c.Request().Context(), c.RealIP()); wait > 0 {
+				h.o.Metrics.rateLimited(scope)
 				return &throttled{wait: wait}
 			}
 			return next(c)

@@ -51,8 +51,11 @@ type Deps struct {
 	Minters map[string]grant.Minter
 	// Platforms name a token's job and pick its identifying claims.
 	Platforms platform.Set
-	Logger    *slog.Logger
-	Metrics   *Metrics
+	// Limits are the per-repository and per-policy rate limits; the zero
+	// value has none.
+	Limits  Limits
+	Logger  *slog.Logger
+	Metrics *Metrics
 	// Now is the clock; tests set it.
 	Now func() time.Time
 	// MintTimeout bounds one call to a cloud provider; default 15s.
@@ -151,7 +154,10 @@ func (s *Service) Exchange(ctx context.Context, req Request) (*Result, error) {
 		return nil, s.deny(ctx, req, &rec, start, err)
 	}
 	rec.Decision = audit.Allow
-	if _, aerr := s.d.Audit.Write(ctx, rec); aerr != nil {
+	auditStart := s.d.Now()
+	_, aerr := s.d.Audit.Write(ctx, rec)
+	s.d.Metrics.stage(stageAudit, auditStart, s.d.Now())
+	if aerr != nil {
 		// Every grant is recorded or not made: the credential is already
 		// minted, but it self-expires and the caller never sees it, so the
 		// job may try again with the same token once the log recovers.
@@ -224,7 +230,9 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 		return nil, "", badRequestf("duration must be positive")
 	}
 
+	t := s.d.Now() // each stage's start, for its metric
 	id, err := s.verify(ctx, req.Token)
+	t = s.d.Metrics.stage(stageVerify, t, s.d.Now())
 	if err != nil {
 		return nil, "", err
 	}
@@ -243,6 +251,7 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 		}
 	}
 	dec := set.Decide(id.Issuer, req.Policy, id.Claims)
+	t = s.d.Metrics.stage(stageDecide, t, s.d.Now())
 	rec.Rule = dec.Rule
 	if !dec.Allowed {
 		return nil, "", &denied{rule: dec.Rule, reason: dec.Reason}
@@ -258,14 +267,22 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 			Reason: fmt.Sprintf("policy %q grants %s credentials, but this broker has no %s minter configured", pol.Name, spec.Kind(), spec.Kind())}
 	}
 
+	err = s.limit(ctx, id.Issuer, pol.Name, id.Claims)
+	t = s.d.Metrics.stage(stageLimit, t, s.d.Now())
+	if err != nil {
+		return nil, "", err
+	}
+
 	// Single use: claimed only once the request is otherwise good, so a
 	// refused attempt does not burn the job's token.
 	key := id.Issuer + "\x00" + pol.Name + "\x00" + id.Claims.ID
 	fresh, err := s.d.Replay.Claim(ctx, key, id.Claims.Expiry.Add(s.d.ReplayLeeway))
+	t = s.d.Metrics.stage(stageReplay, t, s.d.Now())
 	if err != nil {
 		return nil, "", &unavailable{reason: "the replay store is unreachable; refusing rather than risking a replay", err: err}
 	}
 	if !fresh {
+		s.d.Metrics.replayHit()
 		return nil, "", &replayed{reason: fmt.Sprintf("token jti %s was already used for policy %q; request a fresh token", claims.Describe(id.Claims.ID), pol.Name)}
 	}
 
@@ -275,6 +292,7 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 		Policy: pol.Name, Spec: spec, Lifetime: lifetime, Claims: id.Claims,
 		Job: s.d.Platforms.Job(id.Claims), Now: s.d.Now(),
 	})
+	s.d.Metrics.stage(stageMint, t, s.d.Now())
 	if err != nil {
 		// Nothing was issued: let the job try again with the same token,
 		// which matters on GitLab where a job has only the one.

@@ -33,6 +33,7 @@ type Store struct {
 	loaded  string     // fingerprint of the files behind current
 	failed  string     // fingerprint of the files lastErr is about
 	lastErr error
+	stats   reloadStats // for Collector; guarded by mu
 }
 
 // Open loads dir once; a broken set at start is an error, since there is no
@@ -73,6 +74,12 @@ func (s *Store) LastError() error {
 func (s *Store) Reload() (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	changed, err := s.reload()
+	s.stats.record(changed, err, time.Now())
+	return changed, err
+}
+
+func (s *Store) reload() (bool, error) {
 	fp, err := fingerprint(s.dir)
 	if err != nil {
 		s.lastErr = fmt.Errorf("reload policies from %s: %w", s.dir, err)

@@ -25,6 +25,7 @@ const connectTimeout = 5 * time.Second
 // both win. Every Redis error is returned; callers fail closed.
 type Redis struct {
 	client *redis.Client
+	health healthCache // see Healthy
 }
 
 // NewRedis connects to the Redis at rawURL (redis://[user:password@]host:port/db,

@@ -57,6 +57,12 @@ type Minter struct {
 //
 // Credentials are resolved lazily, on the first AssumeRole, so a broker with
 // no AWS credentials starts and only its AWS grants fail.
+//
+// The STS client makes one attempt per call: the broker retries transient
+// failures itself, once for every kind (grant.Retrying), and the SDK's own
+// retryer (three attempts) would multiply its attempts into nine. The
+// credential providers keep the SDK's retryer: their calls (IMDS, web
+// identity) are the broker's own, not a pipeline's.
 func New(ctx context.Context, optFns ...func(*config.LoadOptions) error) (*Minter, error) {
 	cfg, err := config.LoadDefaultConfig(ctx, optFns...)
 	if err != nil {
@@ -65,7 +71,7 @@ func New(ctx context.Context, optFns ...func(*config.LoadOptions) error) (*Minte
 	if cfg.Region == "" {
 		cfg.Region = defaultRegion
 	}
-	return NewFromConfig(cfg), nil
+	return NewFromConfig(cfg, func(o *sts.Options) { o.RetryMaxAttempts = 1 }), nil
 }
 
 // NewFromConfig returns a Minter using cfg, with optFns applied to the STS
