@@ -223,7 +223,7 @@ func TestServeWhenGitHubRefusesOrFails(t *testing.T) {
 	e.gh.Fail(&githubfake.Failure{Status: http.StatusServiceUnavailable, Message: "GitHub is temporarily unavailable"})
 	tok := issuers.Sign(t, e.issuer, "github-push-main", nil)
 	a := e.exchange(t, "checkout", tok, "")
-	if a.status != 502 || a.Error != "upstream_error" || a.Desc != "GitHub failed: 503: GitHub is temporarily unavailable" || a.retryAfter == "" {
+	if a.status != 502 || a.Error != "upstream_error" || a.Desc != "GitHub failed: 503: GitHub is temporarily unavailable (gave up after 3 attempts)" || a.retryAfter == "" {
 		t.Errorf("GitHub down: %+v", a)
 	}
 	if strings.Contains(a.Desc, "127.0.0.1") {
