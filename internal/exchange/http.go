@@ -139,7 +139,14 @@ func (h *handler) recover(next echo.HandlerFunc) echo.HandlerFunc {
 func limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
-		r.Body = http.MaxBytesReader(c.Response(), r.Body, MaxBodyBytes)
+		orig := r.Body
+		r.Body = http.MaxBytesReader(c.Response(), orig, MaxBodyBytes)
+		// net/http decides by the body's own type whether to drain what a
+		// handler left unread before answering; behind a wrapper it reads
+		// on until the read timeout, for a body nobody will use (a 429 on
+		// a request that declares 10 MB). The error is written after this
+		// returns, so it sees its own body again.
+		defer func() { r.Body = orig }()
 		return next(c)
 	}
 }
@@ -148,12 +155,18 @@ func limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 // handler, so they are audited like any other.
 func readBody(c echo.Context) ([]byte, error) {
 	if c.Request().ContentLength > MaxBodyBytes {
-		// Declared too large: refused without reading a byte.
+		// Declared too large: refused without reading a byte, and the
+		// connection closed after the answer rather than drained, so the
+		// 413 leaves now and not once the client has sent it all (or the
+		// read timeout has passed).
+		c.Response().Header().Set(echo.HeaderConnection, "close")
 		return nil, &tooLarge{}
 	}
 	body, err := io.ReadAll(c.Request().Body)
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
+		// The rest of an oversized body is not read either.
+		c.Response().Header().Set(echo.HeaderConnection, "close")
 		return nil, &tooLarge{}
 	}
 	if err != nil {
