@@ -1,7 +1,6 @@
 package exchange
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -197,7 +196,7 @@ func (h *handler) exchange(c echo.Context) error {
 	body, err := readBody(c)
 	var req Request
 	if err == nil {
-		req, err = decodeExchange(body, c.Request().Header.Get(echo.HeaderAuthorization))
+		req, err = decodeExchange(body, c.Request().Header.Values(echo.HeaderAuthorization))
 		req.ClientIP, req.RequestID = c.RealIP(), requestID(c)
 		if err == nil {
 			return h.respond(c, req)
@@ -222,19 +221,15 @@ func (h *handler) respond(c echo.Context, req Request) error {
 	return c.JSON(http.StatusOK, res)
 }
 
-// decodeExchange parses POST /v1/exchange strictly: a misspelt field is an
-// error rather than a silently ignored setting.
-func decodeExchange(body []byte, authorization string) (Request, error) {
+// decodeExchange parses POST /v1/exchange strictly (see decodeStrict): a
+// misspelt field is an error rather than a silently ignored setting, and
+// nothing in the body or its headers can be read two ways.
+func decodeExchange(body []byte, authorization []string) (Request, error) {
 	var b exchangeBody
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&b); err != nil {
-		return Request{}, badRequestf("request body is not the expected JSON object: %s", jsonProblem(err))
+	if err := decodeStrict(body, &b, "policy", "token", "duration"); err != nil {
+		return Request{}, err
 	}
-	if dec.More() {
-		return Request{}, badRequestf("request body has data after the JSON object")
-	}
-	bearer, err := bearerToken(authorization)
+	bearer, err := bearerHeader(authorization)
 	if err != nil {
 		return Request{Policy: b.Policy}, err
 	}
@@ -292,6 +287,19 @@ func jsonKind(k reflect.Kind) string {
 	return "number"
 }
 
+// bearerHeader reads the request's Authorization headers: none, or one
+// Bearer token. Two are refused, since a proxy that reads the first and a
+// server that reads the last would each see another caller.
+func bearerHeader(values []string) (string, error) {
+	switch len(values) {
+	case 0:
+		return "", nil
+	case 1:
+		return bearerToken(values[0])
+	}
+	return "", badRequestf("the request has %d Authorization headers; send one", len(values))
+}
+
 func bearerToken(h string) (string, error) {
 	if h == "" {
 		return "", nil
@@ -316,7 +324,7 @@ func parseDuration(raw json.RawMessage) (time.Duration, error) {
 		}
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
-			return 0, badRequestf("duration %q is not a positive duration such as \"15m\"", s)
+			return 0, badRequestf("duration %s is not a positive duration such as \"15m\"", quoteShort(s))
 		}
 		return d, nil
 	}
