@@ -101,6 +101,12 @@ type (
 	}
 	// routeError is an unknown path or a known one with the wrong method.
 	routeError struct{ code Code }
+	// atCapacity is the broker holding as many live token ids as it may
+	// (the replay store's cap): no new token is taken until one expires.
+	atCapacity struct {
+		wait time.Duration
+		err  error
+	}
 )
 
 func (e *badRequest) Error() string { return e.reason }
@@ -114,6 +120,10 @@ func (e *throttled) Error() string     { return "too many requests" }
 func (e *unavailable) Error() string   { return e.reason }
 func (e *unavailable) Unwrap() error   { return e.err }
 func (e *routeError) Error() string    { return string(e.code) }
+func (e *atCapacity) Error() string {
+	return "the broker holds its limit of live tokens and takes no new one until the oldest expires; try again later"
+}
+func (e *atCapacity) Unwrap() error { return e.err }
 
 func badRequestf(format string, args ...any) error {
 	return &badRequest{reason: fmt.Sprintf(format, args...)}
@@ -137,6 +147,7 @@ func classify(err error) *Error {
 		thr    *throttled
 		un     *unavailable
 		route  *routeError
+		full   *atCapacity
 		form   *formError
 		tok    *identity.TokenError
 		keys   *identity.UnavailableError
@@ -183,6 +194,8 @@ func classify(err error) *Error {
 		return ce
 	case errors.As(err, &grantU):
 		return &Error{Code: Unavailable, Description: grantU.Reason, RetryAfter: max(grantU.RetryAfter, time.Second), Err: err}
+	case errors.As(err, &full):
+		return &Error{Code: Unavailable, Description: full.Error(), RetryAfter: max(full.wait, time.Second), Err: full.err}
 	case errors.As(err, &un):
 		return &Error{Code: Unavailable, Description: un.reason, RetryAfter: retrySoon, Err: un.err}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

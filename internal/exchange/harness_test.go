@@ -155,6 +155,8 @@ type harnessOpts struct {
 	mintTimeout    time.Duration
 	// now is the verifier's clock; nil is the real one.
 	now func() time.Time
+	// replay is the replay store; nil is a default memory store.
+	replay replay.Store
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -201,8 +203,11 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		t.Fatal(err)
 	}
 
+	if o.replay == nil {
+		o.replay = replay.NewMemory()
+	}
 	deps := exchange.Deps{
-		Verifier: pool, Policies: store, Replay: replay.NewMemory(), Audit: breakableAudit{auditLog, &h.auditBroken},
+		Verifier: pool, Policies: store, Replay: o.replay, Audit: breakableAudit{auditLog, &h.auditBroken},
 		Kinds: registry.Kinds(), Platforms: registry.Platforms(),
 		Minters: map[string]grant.Minter{tokensign.KindName: signer},
 		Logger:  logger, Metrics: exchange.NewMetrics(store.Known),

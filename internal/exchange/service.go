@@ -252,7 +252,7 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 	key := id.Issuer + "\x00" + pol.Name + "\x00" + id.Claims.ID
 	fresh, err := s.d.Replay.Claim(ctx, key, id.Claims.Expiry.Add(s.d.ReplayLeeway))
 	if err != nil {
-		return nil, "", &unavailable{reason: "the replay store is unreachable; refusing rather than risking a replay", err: err}
+		return nil, "", replayFailure(err, s.d.Now())
 	}
 	if !fresh {
 		return nil, "", &replayed{reason: fmt.Sprintf("token jti %s was already used for policy %q; request a fresh token", claims.Describe(id.Claims.ID), pol.Name)}
