@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/ferry-broker/ferry/internal/grant"
@@ -187,7 +188,7 @@ func classify(err error) *Error {
 		return &Error{Code: AccessDenied, Rule: trust.RuleGrant, Err: err,
 			Description: "the policy's grant cannot be minted as written: " + grantE.Error()}
 	case errors.As(err, &up):
-		ce := &Error{Code: UpstreamError, Description: up.Error(), Err: err}
+		ce := &Error{Code: UpstreamError, Description: up.Error(), Err: &upstreamDetail{up}}
 		if up.Transient {
 			ce.RetryAfter = max(up.RetryAfter, retrySoon)
 		}
@@ -203,3 +204,22 @@ func classify(err error) *Error {
 	}
 	return &Error{Code: Unavailable, Description: "the broker could not complete the request; try again", RetryAfter: retrySoon, Err: err}
 }
+
+// upstreamDetail is a provider failure as the server's log tells it: the
+// caller's text, then the detail grant.UpstreamError keeps out of its own
+// (the address tried, the SDK's words), each cause once.
+type upstreamDetail struct{ up *grant.UpstreamError }
+
+func (d *upstreamDetail) Error() string {
+	var b strings.Builder
+	b.WriteString(d.up.Error())
+	for e := d.up.Err; e != nil; e = errors.Unwrap(e) {
+		if msg := e.Error(); !strings.Contains(b.String(), msg) {
+			b.WriteString(": ")
+			b.WriteString(msg)
+		}
+	}
+	return b.String()
+}
+
+func (d *upstreamDetail) Unwrap() error { return d.up }
