@@ -20,15 +20,15 @@ import (
 //   - a key twice in any object of the body: Go keeps the last, most
 //     gateways the first;
 //   - a key that differs from an allowed one only in case or by Unicode
-//     case folding ("Policy", "poſicy"): Go matches struct fields that way,
-//     others do not;
+//     case folding ("Policy", or "token" with the Kelvin sign U+212A for
+//     its k): Go matches struct fields that way, others do not;
 //   - within any object, two keys that fold to one another, for the same
 //     reason one level down;
 //   - invalid UTF-8, which Go replaces and others reject or pass through;
 //   - anything after the object.
 //
 // Every refusal is a *badRequest that never quotes a value, only a key the
-// contract names or a short one the caller wrote.
+// contract names or one the caller wrote of at most maxEchoed bytes.
 func decodeStrict(body []byte, v any, allowed ...string) error {
 	if err := checkStrict(body, allowed); err != nil {
 		return err
