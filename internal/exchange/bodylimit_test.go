@@ -13,15 +13,21 @@ import (
 // and reads the answer. The deadline is not a speed assertion: an answer
 // that waits for the body never comes at all (httptest has no read
 // timeout; the broker's is 15 s), so 5 s is a functional bound.
-func rawHeaders(t *testing.T, h *harness, path, contentType string, length int) *http.Response {
+func rawHeaders(t *testing.T, h *harness, path, contentType string, length int, extra ...string) *http.Response {
 	t.Helper()
 	conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	_, err = conn.Write([]byte("POST " + path + " HTTP/1.1\r\nHost: ferry\r\nContent-Type: " + contentType +
-		"\r\nContent-Length: " + strconv.Itoa(length) + "\r\n\r\n"))
+	head := "POST " + path + " HTTP/1.1\r\nHost: ferry\r\nContent-Type: " + contentType +
+		"\r\nContent-Length: " + strconv.Itoa(length) + "\r\n"
+	for _, e := range extra {
+		if e != "" {
+			head += e + "\r\n"
+		}
+	}
+	_, err = conn.Write([]byte(head + "\r\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,14 +50,18 @@ func TestADeclaredHugeBodyIsRefusedAtOnce(t *testing.T) {
 	for _, tt := range []struct {
 		path, contentType string
 		length            int
+		extra             string
 	}{
-		{"/v1/exchange", "application/json", 10_000_000},
-		{"/v1/token", "application/x-www-form-urlencoded", 10_000_000},
+		{"/v1/exchange", "application/json", 10_000_000, ""},
+		{"/v1/token", "application/x-www-form-urlencoded", 10_000_000, ""},
 		// Under net/http's own 256 KiB drain threshold, over the limit.
-		{"/v1/exchange", "application/json", 100 << 10},
+		{"/v1/exchange", "application/json", 100 << 10, ""},
+		// A client waiting for 100 Continue (curl, for large bodies) gets
+		// the 413 instead, not an invitation to send 10 MB.
+		{"/v1/exchange", "application/json", 10_000_000, "Expect: 100-continue"},
 	} {
-		t.Run(tt.path+" "+strconv.Itoa(tt.length), func(t *testing.T) {
-			resp := rawHeaders(t, h, tt.path, tt.contentType, tt.length)
+		t.Run(tt.path+" "+strconv.Itoa(tt.length)+" "+tt.extra, func(t *testing.T) {
+			resp := rawHeaders(t, h, tt.path, tt.contentType, tt.length, tt.extra)
 			if resp.StatusCode != http.StatusRequestEntityTooLarge {
 				t.Fatalf("status %d, want 413", resp.StatusCode)
 			}
@@ -61,8 +71,8 @@ func TestADeclaredHugeBodyIsRefusedAtOnce(t *testing.T) {
 		})
 	}
 	recs := h.auditRecords()
-	if len(recs) != 3 {
-		t.Fatalf("%d audit records, want the 3 refusals", len(recs))
+	if len(recs) != 4 {
+		t.Fatalf("%d audit records, want the 4 refusals", len(recs))
 	}
 	for _, r := range recs {
 		if r.Error != "request_too_large" {
