@@ -54,8 +54,8 @@ func (h *handler) tokenExchange(c echo.Context) error {
 	body, err := readBody(c)
 	var req Request
 	if err == nil {
-		h := c.Request().Header
-		req, err = decodeTokenExchange(h.Get(echo.HeaderContentType), h.Values(echo.HeaderAuthorization), body)
+		hdr := c.Request().Header
+		req, err = decodeTokenExchange(hdr.Get(echo.HeaderContentType), hdr.Values(echo.HeaderAuthorization), body)
 	}
 	req.ClientIP, req.RequestID = c.RealIP(), requestID(c)
 	if err != nil {
