@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/ferry-broker/ferry/internal/grant"
@@ -105,6 +106,12 @@ type (
 	}
 	// routeError is an unknown path or a known one with the wrong method.
 	routeError struct{ code Code }
+	// atCapacity is the broker holding as many live token ids as it may
+	// (the replay store's cap): no new token is taken until one expires.
+	atCapacity struct {
+		wait time.Duration
+		err  error
+	}
 )
 
 func (e *badRequest) Error() string { return e.reason }
@@ -118,6 +125,10 @@ func (e *throttled) Error() string     { return "too many requests" }
 func (e *unavailable) Error() string   { return e.reason }
 func (e *unavailable) Unwrap() error   { return e.err }
 func (e *routeError) Error() string    { return string(e.code) }
+func (e *atCapacity) Error() string {
+	return "the broker holds its limit of live tokens and takes no new one until the oldest expires; try again later"
+}
+func (e *atCapacity) Unwrap() error { return e.err }
 
 func badRequestf(format string, args ...any) error {
 	return &badRequest{reason: fmt.Sprintf(format, args...)}
@@ -141,6 +152,7 @@ func classify(err error) *Error {
 		thr    *throttled
 		un     *unavailable
 		route  *routeError
+		full   *atCapacity
 		form   *formError
 		tok    *identity.TokenError
 		keys   *identity.UnavailableError
@@ -184,13 +196,15 @@ func classify(err error) *Error {
 		return &Error{Code: AccessDenied, Rule: trust.RuleGrant, Err: err,
 			Description: "the policy's grant cannot be minted as written: " + grantE.Error()}
 	case errors.As(err, &up):
-		ce := &Error{Code: UpstreamError, Description: up.Error(), Err: err}
+		ce := &Error{Code: UpstreamError, Description: up.Error(), Err: &upstreamDetail{up}}
 		if up.Transient {
 			ce.RetryAfter = max(up.RetryAfter, retrySoon)
 		}
 		return ce
 	case errors.As(err, &grantU):
 		return &Error{Code: Unavailable, Description: grantU.Reason, RetryAfter: max(grantU.RetryAfter, time.Second), Err: err}
+	case errors.As(err, &full):
+		return &Error{Code: Unavailable, Description: full.Error(), RetryAfter: max(full.wait, time.Second), Err: full.err}
 	case errors.As(err, &un):
 		return &Error{Code: Unavailable, Description: un.reason, RetryAfter: retrySoon, Err: un.err}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
@@ -198,3 +212,22 @@ func classify(err error) *Error {
 	}
 	return &Error{Code: Unavailable, Description: "the broker could not complete the request; try again", RetryAfter: retrySoon, Err: err}
 }
+
+// upstreamDetail is a provider failure as the server's log tells it: the
+// caller's text, then the detail grant.UpstreamError keeps out of its own
+// (the address tried, the SDK's words), each cause once.
+type upstreamDetail struct{ up *grant.UpstreamError }
+
+func (d *upstreamDetail) Error() string {
+	var b strings.Builder
+	b.WriteString(d.up.Error())
+	for e := d.up.Err; e != nil; e = errors.Unwrap(e) {
+		if msg := e.Error(); !strings.Contains(b.String(), msg) {
+			b.WriteString(": ")
+			b.WriteString(msg)
+		}
+	}
+	return b.String()
+}
+
+func (d *upstreamDetail) Unwrap() error { return d.up }

@@ -722,7 +722,9 @@ func TestRFC8693TokenExchange(t *testing.T) {
 		{"another grant type", bad(func(f url.Values) { f.Set("grant_type", "client_credentials") }), 400, "unsupported_grant_type"},
 		{"no subject token", bad(func(f url.Values) { f.Del("subject_token") }), 400, "invalid_request"},
 		{"an access token as subject", bad(func(f url.Values) { f.Set("subject_token_type", exchange.TokenTypeAccessToken) }), 400, "invalid_request"},
-		{"a repeated parameter", bad(func(f url.Values) { f.Add("audience", "other") }), 400, "invalid_request"},
+		{"a repeated parameter", bad(func(f url.Values) { f.Add("subject_token_type", exchange.TokenTypeJWT) }), 400, "invalid_request"},
+		// RFC 8693 §2.2.2: a token for several audiences is invalid_target.
+		{"a repeated audience", bad(func(f url.Values) { f.Add("audience", "other") }), 400, "invalid_target"},
 		{"an unknown policy", bad(func(f url.Values) { f.Set("audience", "nope") }), 400, "invalid_target"},
 		{"an aws policy", form("deploy-prod", h.sign(h.gh, "github-environment-production", nil)), 400, "invalid_target"},
 		{"an aws policy the claims do not satisfy", form("deploy-prod", h.sign(h.gh, "github-push-main", nil)), 400, "invalid_target"},

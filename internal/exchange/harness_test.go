@@ -19,6 +19,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/ferry-broker/ferry/internal/audit"
 	"github.com/ferry-broker/ferry/internal/devissuer"
 	"github.com/ferry-broker/ferry/internal/exchange"
@@ -157,6 +162,12 @@ type harnessOpts struct {
 	mintTimeout    time.Duration
 	// now is the verifier's clock; nil is the real one.
 	now func() time.Time
+	// replay is the replay store; nil is a default memory store.
+	replay replay.Store
+	// awsEndpoint, when set, is the STS endpoint (URL) of a real SDK
+	// client with dummy credentials; gcpEndpoint (host:port) that of the
+	// IAM Credentials client in place of gcpfake.
+	awsEndpoint, gcpEndpoint string
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -203,8 +214,11 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		t.Fatal(err)
 	}
 
+	if o.replay == nil {
+		o.replay = replay.NewMemory()
+	}
 	deps := exchange.Deps{
-		Verifier: pool, Policies: store, Replay: replay.NewMemory(), Audit: breakableAudit{auditLog, &h.auditBroken},
+		Verifier: pool, Policies: store, Replay: o.replay, Audit: breakableAudit{auditLog, &h.auditBroken},
 		Kinds: registry.Kinds(), Platforms: registry.Platforms(),
 		Minters: map[string]grant.Minter{tokensign.KindName: signer},
 		Logger:  logger, Metrics: exchange.NewMetrics(store.Known),
@@ -216,9 +230,25 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	case o.aws:
 		h.moto = moto.Start(t)
 		deps.Minters[awssts.KindName] = awssts.NewFromConfig(h.moto.AWSConfig())
+	case o.awsEndpoint != "":
+		deps.Minters[awssts.KindName] = awssts.NewFromConfig(aws.Config{
+			Region:       moto.Region,
+			BaseEndpoint: aws.String(o.awsEndpoint),
+			Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+				return aws.Credentials{AccessKeyID: moto.AccessKeyID, SecretAccessKey: moto.SecretAccessKey}, nil
+			}),
+		})
 	}
 	h.gcp = gcpfake.Start(t, o.gcpHandler)
-	gm, err := gcpiam.New(context.Background(), h.gcp.ClientOptions()...)
+	gcpOpts := h.gcp.ClientOptions()
+	if o.gcpEndpoint != "" {
+		gcpOpts = []option.ClientOption{
+			option.WithEndpoint(o.gcpEndpoint),
+			option.WithoutAuthentication(),
+			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
+		}
+	}
+	gm, err := gcpiam.New(context.Background(), gcpOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package exchange
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -142,7 +141,14 @@ func (h *handler) recover(next echo.HandlerFunc) echo.HandlerFunc {
 func limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
-		r.Body = http.MaxBytesReader(c.Response(), r.Body, MaxBodyBytes)
+		orig := r.Body
+		r.Body = http.MaxBytesReader(c.Response(), orig, MaxBodyBytes)
+		// net/http decides by the body's own type whether to drain what a
+		// handler left unread before answering; behind a wrapper it reads
+		// on until the read timeout, for a body nobody will use (a 429 on
+		// a request that declares 10 MB). The error is written after this
+		// returns, so it sees its own body again.
+		defer func() { r.Body = orig }()
 		return next(c)
 	}
 }
@@ -151,12 +157,18 @@ func limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 // handler, so they are audited like any other.
 func readBody(c echo.Context) ([]byte, error) {
 	if c.Request().ContentLength > MaxBodyBytes {
-		// Declared too large: refused without reading a byte.
+		// Declared too large: refused without reading a byte, and the
+		// connection closed after the answer rather than drained, so the
+		// 413 leaves now and not once the client has sent it all (or the
+		// read timeout has passed).
+		c.Response().Header().Set(echo.HeaderConnection, "close")
 		return nil, &tooLarge{}
 	}
 	body, err := io.ReadAll(c.Request().Body)
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
+		// The rest of an oversized body is not read either.
+		c.Response().Header().Set(echo.HeaderConnection, "close")
 		return nil, &tooLarge{}
 	}
 	if err != nil {
@@ -187,7 +199,7 @@ func (h *handler) exchange(c echo.Context) error {
 	body, err := readBody(c)
 	var req Request
 	if err == nil {
-		req, err = decodeExchange(body, c.Request().Header.Get(echo.HeaderAuthorization))
+		req, err = decodeExchange(body, c.Request().Header.Values(echo.HeaderAuthorization))
 		req.ClientIP, req.RequestID = c.RealIP(), requestID(c)
 		if err == nil {
 			return h.respond(c, req)
@@ -212,19 +224,15 @@ func (h *handler) respond(c echo.Context, req Request) error {
 	return c.JSON(http.StatusOK, res)
 }
 
-// decodeExchange parses POST /v1/exchange strictly: a misspelt field is an
-// error rather than a silently ignored setting.
-func decodeExchange(body []byte, authorization string) (Request, error) {
+// decodeExchange parses POST /v1/exchange strictly (see decodeStrict): a
+// misspelt field is an error rather than a silently ignored setting, and
+// nothing in the body or its headers can be read two ways.
+func decodeExchange(body []byte, authorization []string) (Request, error) {
 	var b exchangeBody
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&b); err != nil {
-		return Request{}, badRequestf("request body is not the expected JSON object: %s", jsonProblem(err))
+	if err := decodeStrict(body, &b, "policy", "token", "duration"); err != nil {
+		return Request{}, err
 	}
-	if dec.More() {
-		return Request{}, badRequestf("request body has data after the JSON object")
-	}
-	bearer, err := bearerToken(authorization)
+	bearer, err := bearerHeader(authorization)
 	if err != nil {
 		return Request{Policy: b.Policy}, err
 	}
@@ -282,6 +290,19 @@ func jsonKind(k reflect.Kind) string {
 	return "number"
 }
 
+// bearerHeader reads the request's Authorization headers: none, or one
+// Bearer token. Two are refused, since a proxy that reads the first and a
+// server that reads the last would each see another caller.
+func bearerHeader(values []string) (string, error) {
+	switch len(values) {
+	case 0:
+		return "", nil
+	case 1:
+		return bearerToken(values[0])
+	}
+	return "", badRequestf("the request has %d Authorization headers; send one", len(values))
+}
+
 func bearerToken(h string) (string, error) {
 	if h == "" {
 		return "", nil
@@ -306,7 +327,7 @@ func parseDuration(raw json.RawMessage) (time.Duration, error) {
 		}
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
-			return 0, badRequestf("duration %q is not a positive duration such as \"15m\"", s)
+			return 0, badRequestf("duration %s is not a positive duration such as \"15m\"", quoteShort(s))
 		}
 		return d, nil
 	}

@@ -6,7 +6,10 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -51,7 +54,8 @@ func (h *handler) tokenExchange(c echo.Context) error {
 	body, err := readBody(c)
 	var req Request
 	if err == nil {
-		req, err = decodeTokenExchange(c.Request().Header.Get(echo.HeaderContentType), body)
+		hdr := c.Request().Header
+		req, err = decodeTokenExchange(hdr.Get(echo.HeaderContentType), hdr.Values(echo.HeaderAuthorization), body)
 	}
 	req.ClientIP, req.RequestID = c.RealIP(), requestID(c)
 	if err != nil {
@@ -68,19 +72,31 @@ func (h *handler) tokenExchange(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
-func decodeTokenExchange(contentType string, body []byte) (Request, error) {
-	if mt, _, err := mime.ParseMediaType(contentType); err != nil || mt != "application/x-www-form-urlencoded" {
+// tokenParams are the RFC 8693 parameters the endpoint reads; RFC 6749
+// §3.1 has it ignore any other.
+var tokenParams = []string{
+	"grant_type", "subject_token", "subject_token_type", "audience",
+	"resource", "scope", "requested_token_type", "actor_token", "actor_token_type",
+}
+
+// decodeTokenExchange reads an RFC 8693 request. A parameter the broker
+// does not honour is refused with the RFCs' code for it, never ignored:
+// the caller would get a token other than the one it asked for. No
+// refusal quotes a value the caller sent.
+func decodeTokenExchange(contentType string, authorization []string, body []byte) (Request, error) {
+	mt, params, err := mime.ParseMediaType(contentType)
+	if err != nil || mt != "application/x-www-form-urlencoded" {
 		return Request{}, formErr("invalid_request", "the body must be application/x-www-form-urlencoded")
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return Request{}, formErr("invalid_request", "the form must be UTF-8 (charset=utf-8, or no charset)")
 	}
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
 		return Request{}, formErr("invalid_request", "the form body is malformed")
 	}
-	for k, v := range form {
-		if len(v) > 1 {
-			// RFC 6749 §3.2: parameters must not be repeated.
-			return Request{}, formErr("invalid_request", fmt.Sprintf("parameter %q is repeated", k))
-		}
+	if err := checkForm(form); err != nil {
+		return Request{}, err
 	}
 	if gt := form.Get("grant_type"); gt != GrantTypeTokenExchange {
 		if gt == "" {
@@ -90,24 +106,86 @@ func decodeTokenExchange(contentType string, body []byte) (Request, error) {
 	}
 	req := Request{Token: form.Get("subject_token"), Policy: form.Get("audience"), BearerOnly: true}
 	if req.Token == "" {
-		return Request{}, formErr("invalid_request", `missing parameter "subject_token"`)
+		return Request{Policy: req.Policy}, formErr("invalid_request", `missing parameter "subject_token"`)
+	}
+	if err := checkUnhonoured(form); err != nil {
+		return Request{Policy: req.Policy}, err
 	}
 	switch form.Get("subject_token_type") {
 	case TokenTypeIDToken, TokenTypeJWT:
 	case "":
-		return Request{}, formErr("invalid_request", `missing parameter "subject_token_type"`)
+		return Request{Policy: req.Policy}, formErr("invalid_request", `missing parameter "subject_token_type"`)
 	default:
-		return Request{}, formErr("invalid_request", "subject_token_type must be "+TokenTypeIDToken+" or "+TokenTypeJWT)
+		return Request{Policy: req.Policy}, formErr("invalid_request", "subject_token_type must be "+TokenTypeIDToken+" or "+TokenTypeJWT)
 	}
 	if req.Policy == "" {
 		return Request{}, formErr("invalid_request", `missing parameter "audience" (the policy name)`)
 	}
-	switch rt := form.Get("requested_token_type"); rt {
+	switch form.Get("requested_token_type") {
 	case "", TokenTypeAccessToken, TokenTypeJWT:
 	default:
-		return Request{}, formErr("invalid_request", "requested_token_type "+rt+" is not issued here")
+		return Request{Policy: req.Policy}, formErr("invalid_request",
+			"requested_token_type must be "+TokenTypeJWT+" (a Ferry-signed token) or "+TokenTypeAccessToken+" (a gcp grant's access token), or left out")
+	}
+	bearer, err := bearerHeader(authorization)
+	switch {
+	case err != nil && len(authorization) > 1:
+		return Request{Policy: req.Policy}, err
+	case err != nil:
+		// Basic and other schemes are client authentication, which this
+		// endpoint does not have: refused rather than taken as checked.
+		return Request{Policy: req.Policy}, formErr("invalid_request",
+			"this endpoint takes no client authentication: the subject_token is the credential; send no Authorization header")
+	case bearer != "" && bearer != req.Token:
+		return Request{Policy: req.Policy}, formErr("invalid_request", "the Authorization header and subject_token carry different tokens")
 	}
 	return req, nil
+}
+
+// checkForm refuses what could be read two ways: a parameter the endpoint
+// reads given twice (RFC 6749 §3.2; RFC 8693 allows several audience and
+// resource values, of which the broker serves one), and text that is not
+// UTF-8.
+func checkForm(form url.Values) error {
+	for k, vs := range form {
+		if !utf8.ValidString(k) {
+			return formErr("invalid_request", "the form is not UTF-8")
+		}
+		for _, v := range vs {
+			if !utf8.ValidString(v) {
+				return formErr("invalid_request", "the form is not UTF-8")
+			}
+		}
+		if len(vs) < 2 {
+			continue
+		}
+		switch {
+		case k == "audience" || k == "resource":
+			return formErr("invalid_target", fmt.Sprintf("parameter %q is repeated: a token is issued for one policy, named by audience", k))
+		case slices.Contains(tokenParams, k):
+			return formErr("invalid_request", fmt.Sprintf("parameter %q is repeated", k))
+		default:
+			return formErr("invalid_request", "a parameter is repeated")
+		}
+	}
+	return nil
+}
+
+// checkUnhonoured refuses the RFC 8693 parameters the broker does not
+// act on. RFC 6749 §3.1 treats an empty one as left out.
+func checkUnhonoured(form url.Values) error {
+	switch {
+	case form.Get("resource") != "":
+		return formErr("invalid_target", `parameter "resource" is not supported: name the policy in "audience"; the policy decides where the token is valid`)
+	case form.Get("scope") != "":
+		return formErr("invalid_scope", `parameter "scope" is not supported: the policy decides what the token may do`)
+	case form.Get("actor_token") != "":
+		return formErr("invalid_request", `parameter "actor_token" is not supported: this endpoint does not issue delegation tokens`)
+	case form.Get("actor_token_type") != "":
+		// RFC 8693 §2.1: present only with an actor_token.
+		return formErr("invalid_request", `parameter "actor_token_type" is given without "actor_token"`)
+	}
+	return nil
 }
 
 // oauthCode maps a refusal to RFC 6749 / RFC 8693 codes, in one place

@@ -279,7 +279,7 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 	fresh, err := s.d.Replay.Claim(ctx, key, id.Claims.Expiry.Add(s.d.ReplayLeeway))
 	t = s.d.Metrics.stage(stageReplay, t, s.d.Now())
 	if err != nil {
-		return nil, "", &unavailable{reason: "the replay store is unreachable; refusing rather than risking a replay", err: err}
+		return nil, "", replayFailure(err, s.d.Now())
 	}
 	if !fresh {
 		s.d.Metrics.replayHit()

@@ -7,12 +7,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,40 +150,23 @@ func (s *Store) reloadAndLog(ctx context.Context, asked bool) {
 
 // fingerprint hashes the names, sizes and contents of the files LoadDir
 // reads, so an unchanged directory (or one where only test files changed)
-// is not parsed again on every tick.
+// is not parsed again on every tick. It reads them as LoadDir does
+// (trust.ReadPolicyFiles): a file LoadDir refuses unread (a symlink out of
+// the directory, a file over the size limit) enters the fingerprint by
+// its problem, never by what it points to, so its target is never read
+// and the same refusal is not parsed again.
 func fingerprint(dir string) (string, error) {
-	// The directory may itself be a symlink (git-sync swaps one to each new
-	// checkout), and WalkDir does not follow a symlinked root: walk what it
-	// points to now.
-	root, err := filepath.EvalSymlinks(dir)
+	files, problems, err := trust.ReadPolicyFiles(dir)
 	if err != nil {
 		return "", err
 	}
-	var files []string
-	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && path != root {
-			return fs.SkipDir
-		}
-		if !d.IsDir() && trust.IsPolicyFile(d.Name()) {
-			files = append(files, path)
-		}
-		return nil
-	})
-	if err != nil {
-		return "", err
-	}
-	sort.Strings(files)
 	h := sha256.New()
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(f), len(data))
-		h.Write(data)
+	for _, f := range slices.Sorted(maps.Keys(files)) {
+		fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(f), len(files[f]))
+		h.Write(files[f])
+	}
+	for _, p := range problems {
+		fmt.Fprintf(h, "problem\x00%s\x00", p.String())
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -753,3 +753,58 @@ func TestFingerprint(t *testing.T) {
 		}
 	})
 }
+
+// A symlink out of the policy directory is a load error, and the
+// fingerprint treats it as the loader does: by the refusal, never by the
+// file it points to, which is not read at all.
+func TestASymlinkOutOfTheDirectoryIsRefusedAndNotRead(t *testing.T) {
+	dir := policyDir(t, map[string]string{"deploy.yaml": awsPolicy("deploy", "v1")})
+	s := mustOpen(t, dir, nil)
+	good := s.Current()
+
+	outside := filepath.Join(t.TempDir(), "other.yaml")
+	write(t, filepath.Dir(outside), "other.yaml", awsPolicy("other", "x"))
+	if err := os.Symlink(outside, filepath.Join(dir, "other.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Reload()
+	if err == nil || !strings.Contains(err.Error(), "outside the policy directory") {
+		t.Fatalf("Reload with a link out of the directory: %v", err)
+	}
+	if s.Current() != good || s.Known("other") {
+		t.Error("a link out of the directory changed the live set")
+	}
+
+	before, err := fingerprint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Dir(outside), "other.yaml", awsPolicy("other", "changed"))
+	after, err := fingerprint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before != after {
+		t.Error("the content behind a link out of the directory changed the fingerprint: it was read")
+	}
+
+	// A link that stays inside is read like any file, by load and
+	// fingerprint alike.
+	if err := os.Remove(filepath.Join(dir, "other.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "..data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(dir, "..data"), "other.yaml", awsPolicy("other", "inside"))
+	if err := os.Symlink(filepath.Join("..data", "other.yaml"), filepath.Join(dir, "other.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := s.Reload(); err != nil || !changed || roleOf(t, s.Current(), "other") != "arn:aws:iam::123456789012:role/inside" {
+		t.Fatalf("Reload with a link inside: %v, %v", changed, err)
+	}
+	write(t, filepath.Join(dir, "..data"), "other.yaml", awsPolicy("other", "inside2"))
+	if changed, err := s.Reload(); err != nil || !changed {
+		t.Errorf("an edit behind a link inside was not seen: %v, %v", changed, err)
+	}
+}

@@ -17,8 +17,24 @@ const DefaultMaxEntries = 1_000_000
 
 // ErrFull is returned by Memory.Claim when the store holds its maximum of
 // live entries. Live entries are never evicted to make room: forgetting one
-// would let its token be replayed.
+// would let its token be replayed. The error is a *FullError, which says
+// when the store next has room.
 var ErrFull = errors.New("replay store full")
+
+// FullError is ErrFull with what a caller needs to answer it: how many
+// entries are live and when the oldest of them expires, which is the
+// earliest a new claim can succeed (unless a release makes room sooner).
+type FullError struct {
+	Live   int
+	RoomAt time.Time
+}
+
+func (e *FullError) Error() string {
+	return fmt.Sprintf("%v (%d live entries; the oldest expires at %s)", ErrFull, e.Live, e.RoomAt.UTC().Format(time.RFC3339))
+}
+
+// Is makes errors.Is(err, ErrFull) hold.
+func (e *FullError) Is(target error) bool { return target == ErrFull }
 
 // checkClaim refuses arguments no store can honour: an empty key, or an
 // expiry that has already passed (recording it would let the token be
@@ -89,7 +105,13 @@ func (m *Memory) Claim(ctx context.Context, key string, expiry time.Time) (bool,
 		return false, nil // live: sweep removed every expired entry
 	}
 	if len(m.entries) >= m.max {
-		return false, fmt.Errorf("replay claim: %w (%d live entries)", ErrFull, len(m.entries))
+		// Refused, not evicted: see ErrFull. sweep left only live
+		// entries, so the queue's head is the next to make room.
+		room := now
+		if len(m.queue) > 0 {
+			room = m.queue[0].expiry
+		}
+		return false, fmt.Errorf("replay claim: %w", &FullError{Live: len(m.entries), RoomAt: room})
 	}
 	e := &entry{key: k, expiry: expiry}
 	m.entries[k] = e

@@ -98,6 +98,11 @@ func TestMemoryWhenFullRefusesRatherThanForget(t *testing.T) {
 	if !errors.Is(err, ErrFull) || ok {
 		t.Fatalf("Claim on a full store = %v, %v; want false, ErrFull", ok, err)
 	}
+	// The refusal says when there is room: when the oldest entry expires.
+	var full *FullError
+	if !errors.As(err, &full) || full.Live != 3 || !full.RoomAt.Equal(clock.Now().Add(time.Minute)) {
+		t.Errorf("full error = %#v, want 3 live and room in a minute", full)
+	}
 	for _, k := range []string{"a", "b", "c"} {
 		if ok, err := m.Claim(ctx, k, clock.Now().Add(time.Minute)); ok || err != nil {
 			t.Errorf("replay of live %q on a full store = %v, %v; want false, nil", k, ok, err)

@@ -3,6 +3,7 @@ package trust
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -109,3 +110,30 @@ func BenchmarkHeldMemory(b *testing.B) {
 }
 
 var heldSet *Set
+
+// BenchmarkAnyOfList decides a token against a policy whose actor may be
+// any of n exact values, the token's being the last written (the worst
+// case for a scan). The exact values are a set, so 1 and 1,000 cost the
+// same; compare the two lines of one run (docs/benchmarks.md).
+func BenchmarkAnyOfList(b *testing.B) {
+	for _, n := range []int{1, MaxListItems} {
+		var list strings.Builder
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(&list, "    - user-%d\n", i)
+		}
+		set, err := LoadFiles(map[string][]byte{"p.yaml": []byte("issuer: github\nmatch:\n  repository: acme/app\n  actor:\n" +
+			list.String() + "grant:\n  token: {audience: x}\n")}, testIssuers)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c := sampleClaims(b, "github-push-main", map[string]any{"actor": fmt.Sprintf("user-%d", n-1)})
+		b.Run(fmt.Sprintf("alternatives=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if d := set.Authorize("github", "p", c); !d.Allowed {
+					b.Fatalf("refused: %s", d.Reason)
+				}
+			}
+		})
+	}
+}

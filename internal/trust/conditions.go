@@ -59,6 +59,7 @@ func (fp *fileParser) conditions(n *yaml.Node, what, rulePrefix string) []*condi
 			}
 		}
 		if len(c.alts) > 0 {
+			c.compile()
 			out = append(out, fp.condition(c))
 		}
 	}

@@ -65,6 +65,37 @@ type condition struct {
 	claim string
 	rule  string // "match.ref", "deny[0].actor"
 	alts  []alt
+	// set holds the exact alternatives once there are enough
+	// of them for a lookup to beat a scan, so a long any-of list costs
+	// one lookup per request; patterns are then the other alternatives.
+	// Both are nil for a short list, which is scanned.
+	set      map[string]struct{}
+	patterns []alt
+}
+
+// setFrom is how many exact alternatives make a set worth it.
+const setFrom = 8
+
+// compile builds the set of exact alternatives; it is called once the
+// alternatives are all read.
+func (c *condition) compile() {
+	n := 0
+	for _, a := range c.alts {
+		if a.kind == altExact {
+			n++
+		}
+	}
+	if n < setFrom {
+		return
+	}
+	c.set = make(map[string]struct{}, n)
+	for _, a := range c.alts {
+		if a.kind == altExact {
+			c.set[a.text] = struct{}{}
+		} else {
+			c.patterns = append(c.patterns, a)
+		}
+	}
 }
 
 // eval reports whether the token's claim satisfies the condition, with the
@@ -78,7 +109,14 @@ func (c *condition) eval(cs *claims.Set) (ok bool, v claims.Value, present bool)
 }
 
 func (c *condition) matches(s string) bool {
-	for _, a := range c.alts {
+	alts := c.alts
+	if c.set != nil {
+		if _, ok := c.set[s]; ok {
+			return true
+		}
+		alts = c.patterns
+	}
+	for _, a := range alts {
 		if a.matches(s) {
 			return true
 		}
@@ -88,13 +126,24 @@ func (c *condition) matches(s string) bool {
 
 // want renders what the condition accepts: `"main"`, `glob "acme/*"`,
 // `one of "push", "workflow_dispatch"`.
-func (c *condition) want() string {
+func (c *condition) want() string { return c.wantUpTo(len(c.alts)) }
+
+// maxShown is how many alternatives a refusal names: it goes to the
+// caller and the audit log on every request, and a thousand values would
+// make each refusal kilobytes long.
+const maxShown = 10
+
+// wantUpTo is want naming at most n alternatives and counting the rest.
+func (c *condition) wantUpTo(n int) string {
 	if len(c.alts) == 1 {
 		return c.alts[0].String()
 	}
-	parts := make([]string, len(c.alts))
-	for i, a := range c.alts {
-		parts[i] = a.String()
+	parts := make([]string, 0, min(n, len(c.alts))+1)
+	for _, a := range c.alts[:min(n, len(c.alts))] {
+		parts = append(parts, a.String())
+	}
+	if more := len(c.alts) - n; more > 0 {
+		parts = append(parts, fmt.Sprintf("… and %d more", more))
 	}
 	return "one of " + strings.Join(parts, ", ")
 }
@@ -125,9 +174,9 @@ func (c *condition) exact() bool {
 // failure explains, for a pipeline owner, why the condition failed.
 func (c *condition) failure(policy string, v claims.Value, present bool) string {
 	if !present {
-		return fmt.Sprintf("claim %q is missing (policy %q requires %s)", c.claim, policy, c.want())
+		return fmt.Sprintf("claim %q is missing (policy %q requires %s)", c.claim, policy, c.wantUpTo(maxShown))
 	}
-	return fmt.Sprintf("claim %q = %s does not match policy %q (want %s)", c.claim, claims.Describe(v.Text), policy, c.want())
+	return fmt.Sprintf("claim %q = %s does not match policy %q (want %s)", c.claim, claims.Describe(v.Text), policy, c.wantUpTo(maxShown))
 }
 
 // denyBlock refuses a token that satisfies every one of its conditions.

@@ -64,8 +64,12 @@ func (fp *fileParser) document(data []byte) *yaml.Node {
 // parse reads and compiles one policy file. It returns nil when the file
 // has problems.
 func (fp *fileParser) parse(data []byte) *Policy {
+	if len(data) > MaxFileBytes {
+		fp.Add(Problem{File: fp.File, Message: tooBig(int64(len(data))).Error()})
+		return nil
+	}
 	top := fp.document(data)
-	if top == nil {
+	if top == nil || !fp.Bounded(top, MaxListItems) {
 		return nil
 	}
 	f, _ := fp.Fields(top, "the policy", "name", "description", "issuer", "match", "deny", "grant")

@@ -116,3 +116,40 @@ func TestFormatDuration(t *testing.T) {
 		}
 	}
 }
+
+func TestBoundedReportsEveryCollectionOverTheLimitWhereItIs(t *testing.T) {
+	src := "a: [1, 2, 3]\nb:\n  c: [1, 2]\n  d:\n    - x\n    - {e: 1, f: 2, g: 3, h: 4}\n"
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		max  int
+		want []string
+	}{
+		{4, nil},
+		{3, []string{"f.yaml:6:7: b.d[1]: a mapping of 4 keys is over the limit of 3"}},
+		{2, []string{
+			"f.yaml:1:4: a: a list of 3 items is over the limit of 2",
+			"f.yaml:6:7: b.d[1]: a mapping of 4 keys is over the limit of 2",
+		}},
+		{1, []string{
+			"f.yaml:1:1: a mapping of 2 keys is over the limit of 1",
+			"f.yaml:1:4: a: a list of 3 items is over the limit of 1",
+			"f.yaml:3:3: b: a mapping of 2 keys is over the limit of 1",
+			"f.yaml:3:6: b.c: a list of 2 items is over the limit of 1",
+			"f.yaml:5:5: b.d: a list of 2 items is over the limit of 1",
+			"f.yaml:6:7: b.d[1]: a mapping of 4 keys is over the limit of 1",
+		}},
+	} {
+		r := &Reader{File: "f.yaml"}
+		ok := r.Bounded(&doc, tt.max)
+		var got []string
+		for _, p := range r.Problems() {
+			got = append(got, p.String())
+		}
+		if ok != (len(tt.want) == 0) || strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+			t.Errorf("max %d: ok %v, problems:\n%s\nwant:\n%s", tt.max, ok, strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+		}
+	}
+}

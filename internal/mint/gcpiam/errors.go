@@ -44,9 +44,16 @@ func (e *UpstreamError) Unwrap() error { return e.Err }
 
 // fromRPC turns an error from the IAM Credentials client into an
 // *UpstreamError. The caller's context is consulted first: when it has
-// ended, that is the story, whatever status the transport made of it.
-func fromRPC(ctx context.Context, op string, err error) *UpstreamError {
+// ended, that is the story, whatever status the transport made of it —
+// unless every attempt until then found Google unreachable, which is
+// what the operator must learn (the last attempt's error, with the
+// address tried, stays in Err for the log).
+func fromRPC(ctx context.Context, op string, err error, last *lastAttempt) *UpstreamError {
 	if ctxErr := ctx.Err(); ctxErr != nil {
+		if errors.Is(ctxErr, context.DeadlineExceeded) && last.unreachable() {
+			return &UpstreamError{Op: op, Code: codes.Unavailable, Message: "Google could not be reached before the request deadline",
+				Err: errors.Join(ctxErr, last.get())}
+		}
 		return contextError(ctx, op, errors.Join(ctxErr, err))
 	}
 	st, ok := status.FromError(err)

@@ -19,6 +19,7 @@ import (
 	credentials "cloud.google.com/go/iam/credentials/apiv1"
 	"cloud.google.com/go/iam/credentials/apiv1/credentialspb"
 	"google.golang.org/api/option"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -81,7 +82,8 @@ func NewWithConfig(ctx context.Context, cfg Config) (*Minter, error) {
 	// never let a token reach a log, so its logger is silenced last, after
 	// any caller option.
 	opts := append(append([]option.ClientOption(nil), cfg.ClientOptions...),
-		option.WithLogger(slog.New(slog.DiscardHandler)))
+		option.WithLogger(slog.New(slog.DiscardHandler)),
+		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(recordAttempts)))
 	client, err := credentials.NewIamCredentialsClient(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("create IAM Credentials client: %w", err)
@@ -157,14 +159,15 @@ func (m *Minter) GenerateAccessToken(ctx context.Context, req Request) (*Token, 
 	for i, d := range req.Delegates {
 		delegates[i] = resourcePrefix + d
 	}
-	resp, err := m.client.GenerateAccessToken(ctx, &credentialspb.GenerateAccessTokenRequest{
+	actx, last := withLastAttempt(ctx)
+	resp, err := m.client.GenerateAccessToken(actx, &credentialspb.GenerateAccessTokenRequest{
 		Name:      resourcePrefix + req.ServiceAccount,
 		Scope:     scopes,
 		Delegates: delegates,
 		Lifetime:  durationpb.New(req.Lifetime),
 	})
 	if err != nil {
-		return nil, fromRPC(ctx, "generate access token for "+req.ServiceAccount, err)
+		return nil, fromRPC(ctx, "generate access token for "+req.ServiceAccount, err, last)
 	}
 	// Fail closed on an answer that cannot be a usable token rather than
 	// hand a pipeline an empty or timeless credential.
