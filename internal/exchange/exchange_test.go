@@ -703,6 +703,11 @@ func TestRFC8693TokenExchange(t *testing.T) {
 	if exp, _ := r.body["expires_in"].(float64); exp < 590 || exp > 600 {
 		t.Errorf("expires_in = %v, want about 600", r.body["expires_in"])
 	}
+	asked := form("artifacts", h.sign(h.gh, "github-push-main", nil))
+	asked.Set("requested_token_type", exchange.TokenTypeJWT)
+	if r := h.tokenExchange(asked); r.status != 200 || r.str("issued_token_type") != exchange.TokenTypeJWT {
+		t.Errorf("a JWT asked of a token policy: %d %s", r.status, r.raw)
+	}
 	g := h.tokenExchange(form("gcp-deploy", h.sign(h.gh, "github-push-main", nil)))
 	if g.status != 200 || g.str("issued_token_type") != exchange.TokenTypeAccessToken {
 		t.Errorf("gcp via RFC 8693: %d %s", g.status, g.raw)
@@ -727,6 +732,12 @@ func TestRFC8693TokenExchange(t *testing.T) {
 		{"a repeated audience", bad(func(f url.Values) { f.Add("audience", "other") }), 400, "invalid_target"},
 		{"an unknown policy", bad(func(f url.Values) { f.Set("audience", "nope") }), 400, "invalid_target"},
 		{"an aws policy", form("deploy-prod", h.sign(h.gh, "github-environment-production", nil)), 400, "invalid_target"},
+		{"a JWT asked of a gcp policy", func() url.Values {
+			f := form("gcp-deploy", h.sign(h.gh, "github-push-main", nil))
+			f.Set("requested_token_type", exchange.TokenTypeJWT)
+			return f
+		}(), 400, "invalid_request"},
+		{"an access token asked of a token policy", bad(func(f url.Values) { f.Set("requested_token_type", exchange.TokenTypeAccessToken) }), 400, "invalid_request"},
 		{"an aws policy the claims do not satisfy", form("deploy-prod", h.sign(h.gh, "github-push-main", nil)), 400, "invalid_target"},
 		{"a forged token", bad(func(f url.Values) { f.Set("subject_token", "x.y.z") }), 400, "invalid_grant"},
 		{"claims that fail the policy", form("artifacts", h.sign(h.gh, "github-push-main", func(c map[string]any) { c["ref"] = "refs/heads/x" })), 400, "invalid_grant"},

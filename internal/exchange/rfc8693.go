@@ -121,8 +121,10 @@ func decodeTokenExchange(contentType string, authorization []string, body []byte
 	if req.Policy == "" {
 		return Request{}, formErr("invalid_request", `missing parameter "audience" (the policy name)`)
 	}
-	switch form.Get("requested_token_type") {
+	switch req.TokenType = form.Get("requested_token_type"); req.TokenType {
 	case "", TokenTypeAccessToken, TokenTypeJWT:
+		// Whether the policy's kind issues that type is known once the
+		// policy is: the exchange checks it before the claims are weighed.
 	default:
 		return Request{Policy: req.Policy}, formErr("invalid_request",
 			"requested_token_type must be "+TokenTypeJWT+" (a Ferry-signed token) or "+TokenTypeAccessToken+" (a gcp grant's access token), or left out")

@@ -96,6 +96,9 @@ type Request struct {
 	Token  string
 	// Duration asked for; 0 means the policy's maximum.
 	Duration time.Duration
+	// TokenType, with BearerOnly, is the RFC 8693 token type asked for; ""
+	// takes the kind's own.
+	TokenType string
 	// BearerOnly limits the exchange to kinds whose credential is a bearer
 	// token (RFC 8693's /v1/token).
 	BearerOnly bool
@@ -246,8 +249,10 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 	// An endpoint that cannot serve the policy's kind says so before the
 	// claims are weighed: the caller is at the wrong door either way.
 	if req.BearerOnly {
-		if p, ok := set.Lookup(req.Policy); ok && !s.issuesBearer(p.Grant.Kind()) {
-			return nil, "", &wrongEndpoint{reason: fmt.Sprintf("policy %q grants %s credentials, which this endpoint does not serve; use POST /v1/exchange", p.Name, p.Grant.Kind())}
+		if p, ok := set.Lookup(req.Policy); ok {
+			if err := s.servesBearer(p, req.TokenType); err != nil {
+				return nil, "", err
+			}
 		}
 	}
 	dec := set.Decide(id.Issuer, req.Policy, id.Claims)
@@ -318,13 +323,19 @@ func (s *Service) verify(ctx context.Context, raw string) (*identity.Identity, e
 	return nil, &identity.TokenError{Reason: "token could not be verified", Err: err}
 }
 
-func (s *Service) issuesBearer(kind string) bool {
-	k, ok := s.d.Kinds.Lookup(kind)
-	if !ok {
-		return false
-	}
+// servesBearer refuses a policy whose kind issues no bearer token, or one
+// of another type than asked for.
+func (s *Service) servesBearer(p *trust.Policy, want string) error {
+	kind := p.Grant.Kind()
+	k, _ := s.d.Kinds.Lookup(kind)
 	b, ok := k.(grant.BearerKind)
-	return ok && b.IssuesBearerTokens()
+	switch {
+	case !ok:
+		return &wrongEndpoint{reason: fmt.Sprintf("policy %q grants %s credentials, which this endpoint does not serve; use POST /v1/exchange", p.Name, kind)}
+	case want != "" && want != b.BearerTokenType():
+		return &badRequest{reason: fmt.Sprintf("policy %q grants %s credentials, issued as %s, not the requested_token_type %s", p.Name, kind, b.BearerTokenType(), want)}
+	}
+	return nil
 }
 
 // release gives a token id back after a request that issued nothing.

@@ -158,7 +158,9 @@ type Bearer struct {
 // BearerKind is implemented by kinds whose every credential is a bearer
 // token (Credential.Bearer set), so /v1/token can serve their policies.
 type BearerKind interface {
-	IssuesBearerTokens() bool
+	// BearerTokenType is the RFC 8693 token type URI of the kind's bearer
+	// tokens, e.g. urn:ietf:params:oauth:token-type:jwt.
+	BearerTokenType() string
 }
 
 // Kinds is a list of kinds, looked up by name.

@@ -30,9 +30,12 @@ type Kind struct{}
 // Name implements grant.Kind.
 func (Kind) Name() string { return KindName }
 
-// IssuesBearerTokens implements grant.BearerKind: /v1/token serves gcp
-// grants.
-func (Kind) IssuesBearerTokens() bool { return true }
+// BearerTokenType implements grant.BearerKind: /v1/token serves gcp
+// grants, as access tokens.
+func (Kind) BearerTokenType() string { return accessTokenType }
+
+// accessTokenType is the RFC 8693 token type of an OAuth access token.
+const accessTokenType = "urn:ietf:params:oauth:token-type:access_token"
 
 // Spec is a policy's gcp grant.
 type Spec struct {
@@ -285,7 +288,7 @@ func (m *Minter) Mint(ctx context.Context, req grant.Request) (*grant.Credential
 		Answer:    &Answer{AccessToken: tok.AccessToken, ExpiresAt: tok.ExpiresAt, ServiceAccount: tok.ServiceAccount},
 		ExpiresAt: tok.ExpiresAt,
 		ID:        tok.ServiceAccount,
-		Bearer:    &grant.Bearer{Token: tok.AccessToken, Type: "urn:ietf:params:oauth:token-type:access_token"},
+		Bearer:    &grant.Bearer{Token: tok.AccessToken, Type: accessTokenType},
 	}, nil
 }
 

@@ -37,9 +37,9 @@ type Kind struct{}
 // Name implements grant.Kind.
 func (Kind) Name() string { return KindName }
 
-// IssuesBearerTokens implements grant.BearerKind: /v1/token serves token
-// grants.
-func (Kind) IssuesBearerTokens() bool { return true }
+// BearerTokenType implements grant.BearerKind: /v1/token serves token
+// grants, as JWTs.
+func (Kind) BearerTokenType() string { return TokenTypeJWT }
 
 // Spec is a policy's token grant.
 type Spec struct {
