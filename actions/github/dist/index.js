@@ -31641,16 +31641,17 @@ function parseError(status, body) {
 // than exporting empty variables.
 function checkResult(res) {
   if (!res || typeof res !== 'object') throw new Error('broker answered 200 with a body that is not a result');
-  const kinds = ['aws', 'gcp', 'token'].filter(k => res[k] && typeof res[k] === 'object');
-  if (kinds.length !== 1) {
-    throw new Error(`broker answered 200 with ${kinds.length} credentials (want exactly one of aws, gcp, token)`);
-  }
   const need = {
     aws: ['access_key_id', 'secret_access_key', 'session_token', 'expiration'],
     gcp: ['access_token', 'expires_at'],
     token: ['token', 'expires_at'],
-  }[kinds[0]];
-  for (const f of need) {
+    github: ['token', 'expires_at'],
+  };
+  const kinds = Object.keys(need).filter(k => res[k] && typeof res[k] === 'object');
+  if (kinds.length !== 1) {
+    throw new Error(`broker answered 200 with ${kinds.length} credentials (want exactly one of ${Object.keys(need).join(', ')})`);
+  }
+  for (const f of need[kinds[0]]) {
     if (typeof res[kinds[0]][f] !== 'string' || res[kinds[0]][f] === '') {
       throw new Error(`broker answered 200 without ${kinds[0]}.${f}`);
     }
@@ -31781,6 +31782,16 @@ function plan(res, { region = '', outputCredentials = false, maskAccountID = fal
     env.push(['FERRY_TOKEN', res.token.token]);
     outputs.push(['token', res.token.token], ['expiration', res.token.expires_at]);
     summary = 'a Ferry-signed token';
+  } else if (res.github) {
+    // GH_TOKEN is what the gh CLI and most GitHub tooling read, in place
+    // of the personal access token this replaces.
+    kind = 'github';
+    const g = res.github;
+    secrets.push(g.token);
+    env.push(['GH_TOKEN', g.token]);
+    const repos = Array.isArray(g.repositories) ? g.repositories.join(',') : '';
+    outputs.push(['github-token', g.token], ['expiration', g.expires_at], ['repositories', repos]);
+    summary = `a GitHub token for ${repos || 'the policy\'s repositories'}`;
   } else {
     throw new Error('result carries no credential');
   }

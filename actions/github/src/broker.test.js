@@ -45,6 +45,8 @@ test('checkResult wants exactly one complete credential', () => {
   const aws = { access_key_id: 'ASIA1', secret_access_key: 's', session_token: 't', expiration: '2026-11-23T10:15:00Z' };
   assert.equal(checkResult({ aws }), 'aws');
   assert.equal(checkResult({ token: { token: 'eyJ', expires_at: 'x' } }), 'token');
+  assert.equal(checkResult({ github: { token: 'ghs_x', expires_at: 'x' } }), 'github');
+  assert.throws(() => checkResult({ github: { expires_at: 'x' } }), /github.token/);
   assert.equal(checkResult({ gcp: { access_token: 'ya29', expires_at: 'x' } }), 'gcp');
   assert.throws(() => checkResult({}), /0 credentials/);
   assert.throws(() => checkResult({ aws, token: { token: 'eyJ', expires_at: 'x' } }), /2 credentials/);

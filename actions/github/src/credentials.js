@@ -61,6 +61,16 @@ export function plan(res, { region = '', outputCredentials = false, maskAccountI
     env.push(['FERRY_TOKEN', res.token.token]);
     outputs.push(['token', res.token.token], ['expiration', res.token.expires_at]);
     summary = 'a Ferry-signed token';
+  } else if (res.github) {
+    // GH_TOKEN is what the gh CLI and most GitHub tooling read, in place
+    // of the personal access token this replaces.
+    kind = 'github';
+    const g = res.github;
+    secrets.push(g.token);
+    env.push(['GH_TOKEN', g.token]);
+    const repos = Array.isArray(g.repositories) ? g.repositories.join(',') : '';
+    outputs.push(['github-token', g.token], ['expiration', g.expires_at], ['repositories', repos]);
+    summary = `a GitHub token for ${repos || 'the policy\'s repositories'}`;
   } else {
     throw new Error('result carries no credential');
   }

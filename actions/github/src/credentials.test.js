@@ -32,14 +32,24 @@ test('every value a plan exports or outputs as a credential is a secret', () => 
     aws,
     { policy: 'g', request_id: 'r', gcp: { access_token: 'ya29.x', expires_at: 'e', service_account: 'sa@p.iam.gserviceaccount.com' } },
     { policy: 't', request_id: 'r', token: { token: 'eyJ.a.b', expires_at: 'e' } },
+    { policy: 'h', request_id: 'r', github: { token: 'ghs_x', expires_at: 'e', repositories: ['acme/app'], permissions: { contents: 'read' } } },
   ];
   for (const res of results) {
     const p = plan(res, { outputCredentials: true });
-    const credentialNames = /^(AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|CLOUDSDK_AUTH_ACCESS_TOKEN|GOOGLE_OAUTH_ACCESS_TOKEN|FERRY_TOKEN|aws-access-key-id|aws-secret-access-key|aws-session-token|access-token|token)$/;
+    const credentialNames = /^(AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|CLOUDSDK_AUTH_ACCESS_TOKEN|GOOGLE_OAUTH_ACCESS_TOKEN|FERRY_TOKEN|GH_TOKEN|aws-access-key-id|aws-secret-access-key|aws-session-token|access-token|token|github-token)$/;
     for (const [name, value] of [...p.env, ...p.outputs]) {
       if (credentialNames.test(name)) assert.ok(p.secrets.includes(value), `${name} is not masked`);
     }
   }
+});
+
+test('a github plan exports the token as GH_TOKEN, masked, and names its repositories', () => {
+  const p = plan({ policy: 'h', request_id: 'r', github: { token: 'ghs_x', expires_at: 'e', repositories: ['acme/app', 'acme/infra'] } });
+  assert.deepEqual(p.secrets, ['ghs_x']);
+  assert.deepEqual(p.env, [['GH_TOKEN', 'ghs_x']]);
+  const outputs = Object.fromEntries(p.outputs);
+  assert.equal(outputs['credential-type'], 'github');
+  assert.equal(outputs.repositories, 'acme/app,acme/infra');
 });
 
 test('a result with no credential has no plan', () => {

@@ -29525,16 +29525,17 @@ function parseError(status, body) {
 // than exporting empty variables.
 function checkResult(res) {
   if (!res || typeof res !== 'object') throw new Error('broker answered 200 with a body that is not a result');
-  const kinds = ['aws', 'gcp', 'token'].filter(k => res[k] && typeof res[k] === 'object');
-  if (kinds.length !== 1) {
-    throw new Error(`broker answered 200 with ${kinds.length} credentials (want exactly one of aws, gcp, token)`);
-  }
   const need = {
     aws: ['access_key_id', 'secret_access_key', 'session_token', 'expiration'],
     gcp: ['access_token', 'expires_at'],
     token: ['token', 'expires_at'],
-  }[kinds[0]];
-  for (const f of need) {
+    github: ['token', 'expires_at'],
+  };
+  const kinds = Object.keys(need).filter(k => res[k] && typeof res[k] === 'object');
+  if (kinds.length !== 1) {
+    throw new Error(`broker answered 200 with ${kinds.length} credentials (want exactly one of ${Object.keys(need).join(', ')})`);
+  }
+  for (const f of need[kinds[0]]) {
     if (typeof res[kinds[0]][f] !== 'string' || res[kinds[0]][f] === '') {
       throw new Error(`broker answered 200 without ${kinds[0]}.${f}`);
     }
