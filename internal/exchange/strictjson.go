@@ -2,7 +2,6 @@ package exchange
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +9,9 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // decodeStrict decodes body, one JSON object whose keys are among allowed,
@@ -33,14 +35,27 @@ func decodeStrict(body []byte, v any, allowed ...string) error {
 	if err := checkStrict(body, allowed); err != nil {
 		return err
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	// After checkStrict only allowed keys are left: a tag missing from v is
-	// the caller's bug, and refused rather than dropped.
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return badRequestf("request body is not the expected JSON object: %s", jsonProblem(err))
+	// After checkStrict only allowed keys are left, each once and spelt
+	// exactly: a tag missing from v is the caller's bug, and refused rather
+	// than dropped. json v2 matches names case-sensitively, as checkStrict
+	// made sure the body does.
+	if err := jsonv2.Unmarshal(body, v, jsonv2.RejectUnknownMembers(true)); err != nil {
+		return badRequestf("request body is not the expected JSON object: %s", semanticProblem(err))
 	}
 	return nil
+}
+
+// semanticProblem says which field holds a value of the wrong type,
+// naming JSON's types, never Go's.
+func semanticProblem(err error) string {
+	var se *jsonv2.SemanticError
+	if errors.As(err, &se) && se.GoType != nil {
+		if field := strings.TrimPrefix(string(se.JSONPointer), "/"); field != "" && !strings.Contains(field, "/") {
+			return fmt.Sprintf("field %q must be a %s", field, jsonKind(se.GoType.Kind()))
+		}
+		return "the body must be a JSON object"
+	}
+	return "malformed JSON"
 }
 
 // maxDepth bounds how deeply objects and arrays nest: the contract's
@@ -48,26 +63,26 @@ func decodeStrict(body []byte, v any, allowed ...string) error {
 const maxDepth = 32
 
 // checkStrict walks body's tokens once, checking the rules decodeStrict
-// states without decoding a value.
+// states without decoding a value. jsontext finds syntax errors; the name
+// rules are checked here, so that they are said in the contract's words.
 func checkStrict(body []byte, allowed []string) error {
 	if !utf8.Valid(body) {
 		return badRequestf("request body is not valid UTF-8")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber() // numbers stay text: none overflows here
-	tok, err := dec.Token()
+	dec := jsontext.NewDecoder(bytes.NewReader(body), jsontext.AllowDuplicateNames(true))
+	tok, err := dec.ReadToken()
 	switch {
 	case errors.Is(err, io.EOF):
 		return notAnObject("empty body")
 	case err != nil:
 		return tokenError(err)
-	case tok != json.Delim('{'):
+	case tok.Kind() != '{':
 		return notAnObject("the body must be a JSON object")
 	}
 	if err := checkObject(dec, allowed, 1); err != nil {
 		return err
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+	if _, err := dec.ReadToken(); !errors.Is(err, io.EOF) {
 		return badRequestf("request body has data after the JSON object")
 	}
 	return nil
@@ -75,50 +90,48 @@ func checkStrict(body []byte, allowed []string) error {
 
 // checkObject checks an object whose '{' has been read, through its '}'.
 // Depth 1 is the body itself, whose keys must be allowed ones.
-func checkObject(dec *json.Decoder, allowed []string, depth int) error {
+func checkObject(dec *jsontext.Decoder, allowed []string, depth int) error {
 	seen := map[string]string{}
-	for dec.More() {
-		tok, err := dec.Token()
+	for dec.PeekKind() != '}' {
+		tok, err := dec.ReadToken()
 		if err != nil {
 			return tokenError(err)
 		}
-		key, ok := tok.(string)
-		if !ok { // the decoder lets only a string through here
-			return notAnObject("malformed JSON")
-		}
-		if err := checkKey(key, seen, depth == 1, allowed); err != nil {
+		if err := checkKey(tok.String(), seen, depth == 1, allowed); err != nil {
 			return err
 		}
 		if err := checkValue(dec, depth); err != nil {
 			return err
 		}
 	}
-	_, err := dec.Token() // '}'
+	_, err := dec.ReadToken() // '}'
 	return tokenError(err)
 }
 
 // checkValue checks the next value, nested objects and arrays included.
-func checkValue(dec *json.Decoder, depth int) error {
-	tok, err := dec.Token()
-	if err != nil {
+func checkValue(dec *jsontext.Decoder, depth int) error {
+	switch dec.PeekKind() {
+	case '{', '[':
+	default:
+		_, err := dec.ReadValue()
 		return tokenError(err)
-	}
-	d, nested := tok.(json.Delim)
-	if !nested {
-		return nil
 	}
 	if depth >= maxDepth {
 		return notAnObject(fmt.Sprintf("nested deeper than %d levels", maxDepth))
 	}
-	if d == '{' {
+	tok, err := dec.ReadToken()
+	if err != nil {
+		return tokenError(err)
+	}
+	if tok.Kind() == '{' {
 		return checkObject(dec, nil, depth+1)
 	}
-	for dec.More() {
+	for dec.PeekKind() != ']' {
 		if err := checkValue(dec, depth+1); err != nil {
 			return err
 		}
 	}
-	_, err = dec.Token() // ']'
+	_, err = dec.ReadToken() // ']'
 	return tokenError(err)
 }
 
@@ -129,13 +142,16 @@ func notAnObject(why string) error {
 // tokenError describes a tokenizer error, nil for none; running out of
 // input inside the object is truncation.
 func tokenError(err error) error {
+	var se *jsontext.SyntacticError
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, io.EOF):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return notAnObject("truncated JSON")
+	case errors.As(err, &se):
+		return notAnObject(fmt.Sprintf("syntax error at byte %d", se.ByteOffset))
 	}
-	return notAnObject(jsonProblem(err))
+	return notAnObject("malformed JSON")
 }
 
 // checkKey checks one key of an object whose keys so far are seen (by
