@@ -101,6 +101,10 @@ type (
 	}
 	// routeError is an unknown path or a known one with the wrong method.
 	routeError struct{ code Code }
+	// releaseDenied is a release_token that does not belong to the
+	// request_id it names, or a request_id the broker does not know: one
+	// refusal for both, so it tells a guesser nothing.
+	releaseDenied struct{}
 )
 
 func (e *badRequest) Error() string { return e.reason }
@@ -114,6 +118,9 @@ func (e *throttled) Error() string     { return "too many requests" }
 func (e *unavailable) Error() string   { return e.reason }
 func (e *unavailable) Unwrap() error   { return e.err }
 func (e *routeError) Error() string    { return string(e.code) }
+func (e *releaseDenied) Error() string {
+	return "release_token does not belong to that request_id, or the request is unknown"
+}
 
 func badRequestf(format string, args ...any) error {
 	return &badRequest{reason: fmt.Sprintf(format, args...)}
@@ -143,6 +150,8 @@ func classify(err error) *Error {
 		up     *grant.UpstreamError
 		grantE *grant.BadGrantError
 		grantU *grant.UnavailableError
+		relD   *releaseDenied
+		relIn  *grant.ReleaseInputError
 	)
 	switch {
 	case errors.As(err, &e):
@@ -161,6 +170,10 @@ func classify(err error) *Error {
 		return &Error{Code: InvalidRequest, Description: wrong.reason, Rule: "grant_type"}
 	case errors.As(err, &thr):
 		return &Error{Code: RateLimited, Description: "too many requests from this address", RetryAfter: thr.wait}
+	case errors.As(err, &relD):
+		return &Error{Code: AccessDenied, Description: relD.Error(), Rule: "release_token"}
+	case errors.As(err, &relIn):
+		return &Error{Code: InvalidRequest, Description: relIn.Reason, Err: err}
 	case errors.As(err, &route):
 		desc := "no such endpoint"
 		if route.code == MethodNotAllowed {

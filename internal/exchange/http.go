@@ -68,6 +68,7 @@ func NewHandler(svc *Service, o HTTPOptions) http.Handler {
 	e.POST("/v1/exchange", h.exchange, h.failWith(h.writeError), limitBody, h.rateLimit(limit))
 	// Any method: RFC 6749 clients expect its error shape even for a GET.
 	e.Any(tokenPath, h.tokenExchange, h.failWith(h.writeOAuthError), limitBody, h.rateLimit(limit))
+	h.registerRelease(e, limit) // release_http.go: /v1/release, /v1/introspect
 
 	e.Match([]string{http.MethodGet, http.MethodHead}, "/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})

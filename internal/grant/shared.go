@@ -37,3 +37,11 @@ type Introspector interface {
 	// minter could not tell, for instance because shared is unreachable.
 	Introspect(ctx context.Context, token string, shared Shared, now time.Time) (map[string]any, error)
 }
+
+// ReleaseInputError says a release lacks what the kind needs to end the
+// credential (GitHub's token itself, say): the caller's to fix, 400.
+type ReleaseInputError struct {
+	Reason string
+}
+
+func (e *ReleaseInputError) Error() string { return e.Reason }
