@@ -67,5 +67,6 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 30s ./internal/trust
 	$(GO) test -run '^$$' -fuzz FuzzParseJSON -fuzztime 30s ./internal/claimtmpl
 	$(GO) test -run '^$$' -fuzz FuzzDecodeExchange -fuzztime 30s ./internal/exchange
+	$(GO) test -run '^$$' -fuzz FuzzDecodeRelease -fuzztime 30s ./internal/exchange
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 30s -fuzzminimizetime 1000x ./internal/audit
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyCheckpoints$$' -fuzztime 30s -fuzzminimizetime 1000x ./internal/audit

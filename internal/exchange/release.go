@@ -115,7 +115,9 @@ func (s *Service) keepForRelease(ctx context.Context, requestID string, rec *aud
 	}
 	g := grantRecord{
 		TokenHash: hash, Policy: rec.Policy, Kind: rec.Credential.Type, State: cred.Release, CredentialID: cred.ID,
-		GrantedAt: grantedAt.UTC(), ExpiresAt: cred.ExpiresAt.UTC(),
+		// Whole seconds, as JWT and STS times are: a 10m token then reads
+		// as granted 600s, not 599.
+		GrantedAt: grantedAt.UTC().Truncate(time.Second), ExpiresAt: cred.ExpiresAt.UTC(),
 		Issuer: rec.Issuer, Subject: rec.Subject, Claims: rec.Claims,
 	}
 	data, err := json.Marshal(g)

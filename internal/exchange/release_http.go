@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 
 	"github.com/labstack/echo/v4"
 
@@ -79,7 +80,7 @@ func decodeRelease(body []byte) (ReleaseRequest, error) {
 		}
 		name, _ := tok.(string) // object keys are always strings
 		if !slices.Contains(releaseFields, name) {
-			return req, badRequestf("request body is not the expected JSON object: unknown field %q", clip(name))
+			return req, badRequestf("request body is not the expected JSON object: unknown field %s", fieldName(name))
 		}
 		if seen[name] {
 			return req, badRequestf("request body is not the expected JSON object: field %q appears twice", name)
@@ -109,6 +110,20 @@ func decodeRelease(body []byte) (ReleaseRequest, error) {
 		return req, badRequestf("request body has data after the JSON object")
 	}
 	return req, checkRelease(req)
+}
+
+// fieldName quotes an unknown member's name back only when it looks like
+// a field name, never like a token someone pasted in the wrong place.
+func fieldName(name string) string {
+	if len(name) == 0 || len(name) > 32 {
+		return "(not shown)"
+	}
+	for _, c := range name {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return "(not shown)"
+		}
+	}
+	return strconv.Quote(name)
 }
 
 // clip bounds a caller's text quoted back in an error.
