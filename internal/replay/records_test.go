@@ -99,10 +99,12 @@ var recordCases = []struct {
 	{"bad arguments are refused and store nothing", func(t *testing.T, h recordHarness) {
 		ctx := context.Background()
 		for name, put := range map[string]func() (bool, error){
-			"empty key":      func() (bool, error) { return h.store.Put(ctx, "", []byte("v"), h.now().Add(time.Minute)) },
-			"expiry passed":  func() (bool, error) { return h.store.Put(ctx, "k", []byte("v"), h.now().Add(-time.Second)) },
-			"zero expiry":    func() (bool, error) { return h.store.Put(ctx, "k", []byte("v"), time.Time{}) },
-			"value too long": func() (bool, error) { return h.store.Put(ctx, "k", make([]byte, MaxRecordBytes+1), h.now().Add(time.Minute)) },
+			"empty key":     func() (bool, error) { return h.store.Put(ctx, "", []byte("v"), h.now().Add(time.Minute)) },
+			"expiry passed": func() (bool, error) { return h.store.Put(ctx, "k", []byte("v"), h.now().Add(-time.Second)) },
+			"zero expiry":   func() (bool, error) { return h.store.Put(ctx, "k", []byte("v"), time.Time{}) },
+			"value too long": func() (bool, error) {
+				return h.store.Put(ctx, "k", make([]byte, MaxRecordBytes+1), h.now().Add(time.Minute))
+			},
 		} {
 			if ok, err := put(); ok || err == nil {
 				t.Errorf("Put with %s = %v, %v; want false and an error", name, ok, err)
