@@ -17,4 +17,7 @@ type Result struct {
 	AWS       *awssts.Answer    `json:"aws,omitempty"`
 	GCP       *gcpiam.Answer    `json:"gcp,omitempty"`
 	Token     *tokensign.Answer `json:"token,omitempty"`
+
+	// ReleaseToken ends the credential early: `ferry release` (release.go).
+	ReleaseToken string `json:"release_token,omitempty"`
 }
