@@ -106,8 +106,14 @@ func (l *lifecycle) result(now time.Time) ([]PolicyLifecycle, []ScopeUsage) {
 			byPolicy[g.policy] = a
 		}
 		a.Grants++
+		// The allow is written just after the credential's issue time,
+		// which providers keep in whole seconds: up to the second.
 		granted := max(g.expires.Sub(g.at), 0)
+		granted = (granted + time.Second - 1).Truncate(time.Second)
 		rel, released := l.releases[id]
+		if released && rel.GrantedSeconds > 0 {
+			granted = time.Duration(rel.GrantedSeconds) * time.Second // the broker's own figure
+		}
 		switch {
 		case released && !rel.Expired:
 			a.ReleasedEarly++
