@@ -36,7 +36,7 @@ const (
 
 // Keys of the release state in the records store. The store hashes them.
 const (
-	grantKeyPrefix   = "release\x00grant\x00"
+	grantKeyPrefix    = "release\x00grant\x00"
 	releasedKeyPrefix = "release\x00done\x00"
 )
 

@@ -643,5 +643,3 @@ func (s *failingRecords) Put(ctx context.Context, key string, value []byte, expi
 	}
 	return s.Memory.Put(ctx, key, value, expiry)
 }
-
-

@@ -109,7 +109,9 @@ type oneLock struct {
 }
 
 func (l *oneLock) Revoke(context.Context, string, time.Time) error { return errors.New("not used") }
-func (l *oneLock) Revoked(context.Context, string) (bool, error)  { return false, errors.New("not used") }
+func (l *oneLock) Revoked(context.Context, string) (bool, error) {
+	return false, errors.New("not used")
+}
 func (l *oneLock) Lock(_ context.Context, name string, _ time.Duration) (func(), error) {
 	l.mu.Lock()
 	l.names = append(l.names, name)
