@@ -27,10 +27,14 @@ const (
 
 // registerRelease adds POST /v1/release (the contract's JSON errors) and
 // POST /v1/introspect (RFC 7662, RFC 6749's error shape), with the body
-// limit and rate limit of the exchange.
+// limit and rate limit of the exchange. Release shares the exchange's
+// buckets (a job's own calls); introspection has buckets of its own, so a
+// resource server checking tokens does not use up its address's
+// exchanges.
 func (h *handler) registerRelease(e *echo.Echo, limit *limiter) {
 	e.POST(releasePath, h.releaseCredential, h.failWith(h.writeError), limitBody, h.rateLimit(limit))
-	e.Any(introspectPath, h.introspect, h.failWith(h.writeOAuthError), limitBody, h.rateLimit(limit))
+	e.Any(introspectPath, h.introspect, h.failWith(h.writeOAuthError), limitBody,
+		h.rateLimit(newLimiter(h.o.RatePerSecond, h.o.RateBurst)))
 }
 
 func (h *handler) releaseCredential(c echo.Context) error {

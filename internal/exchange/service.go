@@ -286,10 +286,12 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 		return nil, "", err
 	}
 	rec.Credential = &audit.Credential{Type: spec.Kind(), ID: cred.ID, ExpiresAt: cred.ExpiresAt, Scope: cred.Scope}
-	releaseToken, err := s.keepForRelease(ctx, req.RequestID, rec, cred, mintedAt)
-	if err != nil {
-		s.release(ctx, req, key)
-		return nil, "", err
+	var releaseToken string
+	if !req.BearerOnly { // RFC 8693's answer has no place for a release token
+		if releaseToken, err = s.keepForRelease(ctx, req.RequestID, rec, cred, mintedAt); err != nil {
+			s.release(ctx, req, key)
+			return nil, "", err
+		}
 	}
 	return &Result{Policy: pol.Name, RequestID: req.RequestID, ExpiresAt: cred.ExpiresAt, Kind: spec.Kind(), Credential: cred,
 		ReleaseToken: releaseToken}, key, nil
