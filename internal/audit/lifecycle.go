@@ -18,7 +18,9 @@ const (
 // the report's window: ended early by the job, left to expire, or still
 // live; and how long jobs held them against how long they were granted.
 type PolicyLifecycle struct {
-	Name   string `json:"name"`
+	Name string `json:"name"`
+	// Kind is the credential kind of the policy's latest grant.
+	Kind   string `json:"kind"`
 	Grants int    `json:"grants"`
 	// ReleasedEarly were released before they expired; Revoked of those
 	// stopped working at the release (the rest were recorded and expired
@@ -106,6 +108,7 @@ func (l *lifecycle) result(now time.Time) ([]PolicyLifecycle, []ScopeUsage) {
 			byPolicy[g.policy] = a
 		}
 		a.Grants++
+		a.Kind = g.kind
 		// The allow is written just after the credential's issue time,
 		// which providers keep in whole seconds: up to the second.
 		granted := max(g.expires.Sub(g.at), 0)

@@ -101,13 +101,13 @@ func TestReportLifecycleHeldVersusGranted(t *testing.T) {
 		t.Errorf("Allows = %d, want 11: a release is not an allow", res.Allows)
 	}
 	want := []PolicyLifecycle{
-		{Name: "artifacts", Grants: 4, ReleasedEarly: 1, LeftToExpire: 2, Live: 1,
+		{Name: "artifacts", Kind: "token", Grants: 4, ReleasedEarly: 1, LeftToExpire: 2, Live: 1,
 			MedianHeldSeconds: 600, MedianGrantedSeconds: 600, LongestHeldSeconds: 600},
-		{Name: "deploy-prod", Grants: 4, ReleasedEarly: 4, Revoked: 4,
+		{Name: "deploy-prod", Kind: "aws", Grants: 4, ReleasedEarly: 4, Revoked: 4,
 			MedianHeldSeconds: 100, MedianGrantedSeconds: 3600, LongestHeldSeconds: 120,
 			TooLong: true, SuggestedSeconds: 180},
-		{Name: "docs", Grants: 1, Live: 1},
-		{Name: "publish", Grants: 2, Live: 2},
+		{Name: "docs", Kind: "github", Grants: 1, Live: 1},
+		{Name: "publish", Kind: "github", Grants: 2, Live: 2},
 	}
 	if !reflect.DeepEqual(res.Lifecycle, want) {
 		t.Errorf("Lifecycle =\n%+v\nwant\n%+v", res.Lifecycle, want)

@@ -51,6 +51,8 @@ type grantRecord struct {
 	State        string        `json:"state,omitempty"`
 	CredentialID string        `json:"credential_id,omitempty"`
 	GrantedAt    time.Time     `json:"granted_at"`
+	// Granted is the lifetime granted, in whole seconds.
+	Granted int64 `json:"granted_seconds"`
 	ExpiresAt    time.Time     `json:"expires_at"`
 	Issuer       string        `json:"issuer,omitempty"`
 	Subject      string        `json:"subject,omitempty"`
@@ -108,16 +110,14 @@ func hashReleaseToken(token string) string {
 // keepForRelease stores what release will need of a grant and returns its
 // release token. A store that cannot keep it refuses the grant: every
 // answer carries a release token that works.
-func (s *Service) keepForRelease(ctx context.Context, requestID string, rec *audit.Record, cred *grant.Credential, grantedAt time.Time) (string, error) {
+func (s *Service) keepForRelease(ctx context.Context, requestID string, rec *audit.Record, cred *grant.Credential, grantedAt time.Time, lifetime time.Duration) (string, error) {
 	token, hash, err := newReleaseToken()
 	if err != nil {
 		return "", &unavailable{reason: "the broker could not make a release token; no credential was issued", err: err}
 	}
 	g := grantRecord{
 		TokenHash: hash, Policy: rec.Policy, Kind: rec.Credential.Type, State: cred.Release, CredentialID: cred.ID,
-		// Whole seconds, as JWT and STS times are: a 10m token then reads
-		// as granted 600s, not 599.
-		GrantedAt: grantedAt.UTC().Truncate(time.Second), ExpiresAt: cred.ExpiresAt.UTC(),
+		GrantedAt: grantedAt.UTC(), ExpiresAt: cred.ExpiresAt.UTC(), Granted: grantedSeconds(grantedAt, cred.ExpiresAt, lifetime),
 		Issuer: rec.Issuer, Subject: rec.Subject, Claims: rec.Claims,
 	}
 	data, err := json.Marshal(g)
@@ -132,6 +132,18 @@ func (s *Service) keepForRelease(ctx context.Context, requestID string, rec *aud
 		return "", &unavailable{reason: "the replay store could not record the grant for release; no credential was issued", err: err}
 	}
 	return token, nil
+}
+
+// grantedSeconds is the lifetime a grant got: the one the exchange asked
+// for, unless the provider's expiry says otherwise (STS raises a request
+// under 15 minutes to 15). The expiry alone is off by a second either way,
+// since providers keep whole seconds and the clock moved during the call.
+func grantedSeconds(mintedAt, expiresAt time.Time, asked time.Duration) int64 {
+	actual := expiresAt.Sub(mintedAt)
+	if d := actual - asked; d > -2*time.Second && d < 2*time.Second {
+		return seconds(asked)
+	}
+	return seconds(actual)
 }
 
 // forgetGrant drops a grant's release record when its credential was
@@ -205,7 +217,7 @@ func (s *Service) releaseGrant(ctx context.Context, req ReleaseRequest, rec *aud
 	}
 	rec.Policy, rec.Issuer, rec.Subject, rec.Claims = g.Policy, g.Issuer, g.Subject, g.Claims
 	rec.Credential = &audit.Credential{Type: g.Kind, ID: g.CredentialID, ExpiresAt: g.ExpiresAt}
-	granted := g.ExpiresAt.Sub(g.GrantedAt)
+	granted := time.Duration(g.Granted) * time.Second
 	res := &ReleaseResult{RequestID: req.RequestID, Released: true}
 
 	now := s.d.Now()

@@ -288,7 +288,7 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 	rec.Credential = &audit.Credential{Type: spec.Kind(), ID: cred.ID, ExpiresAt: cred.ExpiresAt, Scope: cred.Scope}
 	var releaseToken string
 	if !req.BearerOnly { // RFC 8693's answer has no place for a release token
-		if releaseToken, err = s.keepForRelease(ctx, req.RequestID, rec, cred, mintedAt); err != nil {
+		if releaseToken, err = s.keepForRelease(ctx, req.RequestID, rec, cred, mintedAt, lifetime); err != nil {
 			s.release(ctx, req, key)
 			return nil, "", err
 		}
