@@ -45,18 +45,18 @@ const (
 // ReleaseGrace. It holds no secret: the release token only as its
 // SHA-256, the kind's Release state which is non-secret by contract.
 type grantRecord struct {
-	TokenHash    string        `json:"token_sha256"`
-	Policy       string        `json:"policy"`
-	Kind         string        `json:"kind"`
-	State        string        `json:"state,omitempty"`
-	CredentialID string        `json:"credential_id,omitempty"`
-	GrantedAt    time.Time     `json:"granted_at"`
+	TokenHash    string    `json:"token_sha256"`
+	Policy       string    `json:"policy"`
+	Kind         string    `json:"kind"`
+	State        string    `json:"state,omitempty"`
+	CredentialID string    `json:"credential_id,omitempty"`
+	GrantedAt    time.Time `json:"granted_at"`
 	// Granted is the lifetime granted, in whole seconds.
-	Granted int64 `json:"granted_seconds"`
-	ExpiresAt    time.Time     `json:"expires_at"`
-	Issuer       string        `json:"issuer,omitempty"`
-	Subject      string        `json:"subject,omitempty"`
-	Claims       []claims.Pair `json:"claims,omitempty"`
+	Granted   int64         `json:"granted_seconds"`
+	ExpiresAt time.Time     `json:"expires_at"`
+	Issuer    string        `json:"issuer,omitempty"`
+	Subject   string        `json:"subject,omitempty"`
+	Claims    []claims.Pair `json:"claims,omitempty"`
 }
 
 func (g *grantRecord) keepUntil() time.Time { return g.ExpiresAt.Add(ReleaseGrace) }
