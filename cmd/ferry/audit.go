@@ -144,8 +144,12 @@ func runAuditVerify(args []string, stdout, stderr io.Writer) int {
 
 	fmt.Fprintf(stdout, "%s: %d records, chain intact\n", file, s.Records)
 	if s.Records > 0 {
-		fmt.Fprintf(stdout, "%d allow, %d deny, %s .. %s\nlast hash %s (keep it elsewhere: it pins this history)\n",
-			s.Allows, s.Denies, s.First.Format(time.RFC3339), s.Last.Format(time.RFC3339), s.LastHash)
+		releases := ""
+		if s.Releases > 0 {
+			releases = fmt.Sprintf(", %d release", s.Releases)
+		}
+		fmt.Fprintf(stdout, "%d allow, %d deny%s, %s .. %s\nlast hash %s (keep it elsewhere: it pins this history)\n",
+			s.Allows, s.Denies, releases, s.First.Format(time.RFC3339), s.Last.Format(time.RFC3339), s.LastHash)
 	}
 	if len(cps) > 0 {
 		latest := cps[0]

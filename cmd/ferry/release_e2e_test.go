@@ -243,8 +243,8 @@ func TestReleaseAtJobEndThroughTheBinary(t *testing.T) {
 	// 6. The audit holds each release under its grant's request id, with
 	// how long it was held, and the report sets held against granted.
 	srv.Stop(t)
-	if v := runBin(t, nil, "audit", "verify", auditPath); v.code != 0 {
-		t.Fatalf("ferry audit verify: %d %s", v.code, v.stderr)
+	if v := runBin(t, nil, "audit", "verify", auditPath); v.code != 0 || !strings.Contains(v.stdout, "3 allow, 0 deny, 6 release,") {
+		t.Fatalf("ferry audit verify: %d %s%s", v.code, v.stdout, v.stderr)
 	}
 	var released []map[string]any
 	for _, line := range strings.Split(strings.TrimSpace(readFile(t, auditPath)), "\n") {
