@@ -77,5 +77,6 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeExchange$$' -fuzztime 30s ./internal/exchange
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTokenExchange$$' -fuzztime 30s ./internal/exchange
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeStrict$$' -fuzztime 30s ./internal/exchange
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRelease$$' -fuzztime 30s ./internal/exchange
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 30s -fuzzminimizetime 1000x ./internal/audit
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyCheckpoints$$' -fuzztime 30s -fuzzminimizetime 1000x ./internal/audit

@@ -52,7 +52,8 @@ Subcommands:
                                   check the log's hash chain; exit 1 naming the first broken line,
                                   and, with the broker's log, that no records were cut off the end
   report FILE [--policies DIR] [--window 720h] [--threshold 10] [--top 10] [--format table|json]
-                                  dormant policies, repeated requests, denials by reason
+                                  dormant policies, repeated requests, denials by reason,
+                                  credentials released early vs left to expire, time held vs granted
 `)
 }
 
@@ -143,8 +144,12 @@ func runAuditVerify(args []string, stdout, stderr io.Writer) int {
 
 	fmt.Fprintf(stdout, "%s: %d records, chain intact\n", file, s.Records)
 	if s.Records > 0 {
-		fmt.Fprintf(stdout, "%d allow, %d deny, %s .. %s\nlast hash %s (keep it elsewhere: it pins this history)\n",
-			s.Allows, s.Denies, s.First.Format(time.RFC3339), s.Last.Format(time.RFC3339), s.LastHash)
+		releases := ""
+		if s.Releases > 0 {
+			releases = fmt.Sprintf(", %d release", s.Releases)
+		}
+		fmt.Fprintf(stdout, "%d allow, %d deny%s, %s .. %s\nlast hash %s (keep it elsewhere: it pins this history)\n",
+			s.Allows, s.Denies, releases, s.First.Format(time.RFC3339), s.Last.Format(time.RFC3339), s.LastHash)
 	}
 	if len(cps) > 0 {
 		latest := cps[0]
@@ -365,6 +370,7 @@ func printAuditReport(w io.Writer, file string, res *audit.ReportResult) {
 		rows = append(rows, fmt.Sprintf("%d\t%s\t%s\t%s\t%s", d.Count, safe(d.Error), safe(d.Reason), safe(strings.Join(d.Policies, ",")), when(d.Last)))
 	}
 	printTable(w, "Denials by error and reason"+shown(len(res.Denials), res.DenialGroups), "COUNT\tERROR\tREASON\tPOLICIES\tLAST", rows, "none")
+	printLifecycle(w, res) // audit_lifecycle.go
 }
 
 // printTable prints a titled, indented table of tab-separated rows, or

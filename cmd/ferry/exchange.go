@@ -100,6 +100,7 @@ func runExchange(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintf(stderr, "ferry exchange: %v (the credential of request %s was not printed; it expires by itself)\n", err, res.RequestID)
 		return exitFail
 	}
+	saveRelease(*brokerURL, res, stderr) // release.go: for `ferry release` at job end
 	return exitOK
 }
 

@@ -29,6 +29,7 @@ func commands() map[string]command {
 		"serve":    {runServe, "run the broker"},
 		"demo":     {runDemo, "the whole flow on this machine, no cloud account needed"},
 		"exchange": {runExchange, "exchange this job's CI token for a credential"},
+		"release":  {runRelease, "end this job's credentials at the broker (the job's last step)"},
 		"keygen":   {runKeygen, "write a new signing key for Ferry-signed tokens"},
 		"policy":   {runPolicy, "validate, test, explain and size up trust policies"},
 		"audit":    {runAudit, "verify and report on the audit log"},
@@ -36,7 +37,7 @@ func commands() map[string]command {
 	}
 }
 
-var order = []string{"serve", "demo", "exchange", "policy", "audit", "keygen", "version"}
+var order = []string{"serve", "demo", "exchange", "release", "policy", "audit", "keygen", "version"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

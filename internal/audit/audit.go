@@ -106,7 +106,7 @@ func New(w io.Writer, prev string) *Log { return newLog(w, prev) }
 
 // Decisions returns the values a record's Decision may take. Write refuses
 // any other; this is the one place that lists them.
-func Decisions() []string { return []string{Allow, Deny} }
+func Decisions() []string { return []string{Allow, Deny, Release} }
 
 func checkDecision(d string) error {
 	if !slices.Contains(Decisions(), d) {
@@ -134,6 +134,11 @@ func (l *Log) Write(ctx context.Context, r Record) (Record, error) {
 		c := *r.Credential // never alias the caller's struct
 		c.ExpiresAt = c.ExpiresAt.UTC()
 		r.Credential = &c
+	}
+	if r.Released != nil {
+		rel := *r.Released
+		rel.Detail = redact(rel.Detail)
+		r.Released = &rel
 	}
 
 	l.mu.Lock()

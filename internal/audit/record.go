@@ -13,6 +13,10 @@ import (
 const (
 	Allow = "allow"
 	Deny  = "deny"
+	// Release is a credential ended at job end (POST /v1/release), or a
+	// refused attempt to: its RequestID is the grant's, so the grant's
+	// allow and its release share one id.
+	Release = "release"
 )
 
 // Record is one decision, allow or deny. It never holds a token, a secret
@@ -41,6 +45,8 @@ type Record struct {
 
 	Credential *Credential `json:"credential"` // null on deny
 	ClientIP   string      `json:"client_ip"`
+	// Released says what a release did; only on a release's record.
+	Released *Released `json:"released,omitempty"`
 
 	Prev string `json:"prev"`
 	Hash string `json:"hash"`
@@ -51,6 +57,28 @@ type Credential struct {
 	Type      string    `json:"type"`         // the grant's kind: aws, gcp, token…
 	ID        string    `json:"id,omitempty"` // AWS access key id, token jti, service account
 	ExpiresAt time.Time `json:"expires_at"`
+	// Scope is what the credential may do, as its kind names it
+	// ("contents:read"), when the kind says more than the policy.
+	Scope []string `json:"scope,omitempty"`
+}
+
+// Released is what one release did to its grant's credential.
+type Released struct {
+	// Revoked is set when the credential stopped working at the release,
+	// not at its expiry.
+	Revoked bool `json:"revoked"`
+	// HeldSeconds is how long the job held the credential: from its grant
+	// to its release, or to its expiry when it was released late.
+	HeldSeconds int64 `json:"held_seconds"`
+	// GrantedSeconds is the lifetime it was granted, for comparison.
+	GrantedSeconds int64 `json:"granted_seconds"`
+	// Expired is set when the release came after the credential expired.
+	Expired bool `json:"expired,omitempty"`
+	// Repeat is set on a release of a grant already released: it changed
+	// nothing.
+	Repeat bool `json:"repeat,omitempty"`
+	// Detail says what happened, in words.
+	Detail string `json:"detail,omitempty"`
 }
 
 // Claim returns the identifying claim of that name, "" when the record has
@@ -72,7 +100,7 @@ type fields Record
 // names is not written, so it can never stand in for one.
 var members = map[string]bool{
 	"time": true, "request_id": true, "decision": true, "error": true, "reason": true, "rule": true,
-	"policy": true, "issuer": true, "subject": true, "credential": true, "client_ip": true, "prev": true, "hash": true,
+	"policy": true, "issuer": true, "subject": true, "credential": true, "client_ip": true, "released": true, "prev": true, "hash": true,
 }
 
 // claimsAt is where the claims go: before the member after subject.

@@ -49,6 +49,8 @@ type ReportResult struct {
 	Records int       `json:"records"` // records in the window
 	Allows  int       `json:"allows"`
 	Denies  int       `json:"denies"`
+	// Releases counts release records, refused attempts included.
+	Releases int `json:"releases"`
 	// Skipped counts lines that could not be read as records at all.
 	Skipped int `json:"skipped"`
 	// ChainError is the first break in the hash chain ("" when intact): the
@@ -64,6 +66,14 @@ type ReportResult struct {
 	// DormancyChecked is false when no policy names were given: then
 	// Dormant is empty because nothing was checked, not because all is used.
 	DormancyChecked bool `json:"dormancy_checked"`
+
+	// Lifecycle is, per policy, what became of the credentials granted in
+	// the window (released early, left to expire) and how long jobs held
+	// them against how long they were granted.
+	Lifecycle []PolicyLifecycle `json:"lifecycle"`
+	// Scopes counts the window's grants by scope entry (a GitHub token's
+	// permissions), for kinds that record one.
+	Scopes []ScopeUsage `json:"scopes"`
 }
 
 // PolicyUsage counts one policy's decisions in the window.
@@ -150,6 +160,7 @@ func Report(r io.Reader, opts ReportOptions) (*ReportResult, error) {
 	denials := map[denialKey]*DenialGroup{}
 	denialPolicies := map[denialKey]map[string]bool{}
 
+	life := newLifecycle()
 	prev := Genesis
 	err := eachLine(r, func(n int, line []byte, broken string) error {
 		if broken != "" {
@@ -176,6 +187,7 @@ func Report(r io.Reader, opts ReportOptions) (*ReportResult, error) {
 				u.LastAllow = rec.Time
 			}
 		}
+		life.observe(&rec, !rec.Time.Before(res.From))
 		if rec.Time.Before(res.From) {
 			return nil
 		}
@@ -205,6 +217,11 @@ func Report(r io.Reader, opts ReportOptions) (*ReportResult, error) {
 			if rec.Policy != "" {
 				denialPolicies[k][rec.Policy] = true
 			}
+		case Release:
+			// A release is the end of a request counted already, not a
+			// request of its own.
+			res.Releases++
+			return nil
 		}
 		id, run := opts.Job(rec.Subject, rec.Claims)
 		if id == "" {
@@ -266,6 +283,7 @@ func Report(r io.Reader, opts ReportOptions) (*ReportResult, error) {
 	})
 	res.DenialGroups = len(res.Denials)
 	res.Denials = res.Denials[:min(len(res.Denials), opts.Top)]
+	res.Lifecycle, res.Scopes = life.result(opts.Now)
 	return res, nil
 }
 

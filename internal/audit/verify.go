@@ -27,6 +27,7 @@ type Summary struct {
 	Last     time.Time // time of the last record
 	Allows   int
 	Denies   int
+	Releases int
 	LastHash string // the chain's head: keep it elsewhere to pin this history
 }
 
@@ -75,6 +76,8 @@ func verify(r io.Reader, prev string, atRecord func(n int, hash string)) (Summar
 			s.Allows++
 		case Deny:
 			s.Denies++
+		case Release:
+			s.Releases++
 		}
 		s.Records++
 		s.LastHash = hash

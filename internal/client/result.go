@@ -19,4 +19,7 @@ type Result struct {
 	GCP       *gcpiam.Answer    `json:"gcp,omitempty"`
 	Token     *tokensign.Answer `json:"token,omitempty"`
 	GitHub    *ghapp.Answer     `json:"github,omitempty"`
+
+	// ReleaseToken ends the credential early: `ferry release` (release.go).
+	ReleaseToken string `json:"release_token,omitempty"`
 }

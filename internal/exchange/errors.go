@@ -112,6 +112,10 @@ type (
 		wait time.Duration
 		err  error
 	}
+	// releaseDenied is a release_token that does not belong to the
+	// request_id it names, or a request_id the broker does not know: one
+	// refusal for both, so it tells a guesser nothing.
+	releaseDenied struct{}
 )
 
 func (e *badRequest) Error() string { return e.reason }
@@ -129,6 +133,9 @@ func (e *atCapacity) Error() string {
 	return "the broker holds its limit of live tokens and takes no new one until the oldest expires; try again later"
 }
 func (e *atCapacity) Unwrap() error { return e.err }
+func (e *releaseDenied) Error() string {
+	return "release_token does not belong to that request_id, or the request is unknown"
+}
 
 func badRequestf(format string, args ...any) error {
 	return &badRequest{reason: fmt.Sprintf(format, args...)}
@@ -159,6 +166,8 @@ func classify(err error) *Error {
 		up     *grant.UpstreamError
 		grantE *grant.BadGrantError
 		grantU *grant.UnavailableError
+		relD   *releaseDenied
+		relIn  *grant.ReleaseInputError
 	)
 	switch {
 	case errors.As(err, &e):
@@ -181,6 +190,10 @@ func classify(err error) *Error {
 			desc = thr.reason
 		}
 		return &Error{Code: RateLimited, Description: desc, Rule: thr.rule, RetryAfter: max(thr.wait, time.Second)}
+	case errors.As(err, &relD):
+		return &Error{Code: AccessDenied, Description: relD.Error(), Rule: "release_token"}
+	case errors.As(err, &relIn):
+		return &Error{Code: InvalidRequest, Description: relIn.Reason, Err: err}
 	case errors.As(err, &route):
 		desc := "no such endpoint"
 		if route.code == MethodNotAllowed {

@@ -164,6 +164,8 @@ type harnessOpts struct {
 	now func() time.Time
 	// replay is the replay store; nil is a default memory store.
 	replay replay.Store
+	// records keep release state; nil: the replay store's own.
+	records replay.Records
 	// awsEndpoint, when set, is the STS endpoint (URL) of a real SDK
 	// client with dummy credentials; gcpEndpoint (host:port) that of the
 	// IAM Credentials client in place of gcpfake.
@@ -218,7 +220,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		o.replay = replay.NewMemory()
 	}
 	deps := exchange.Deps{
-		Verifier: pool, Policies: store, Replay: o.replay, Audit: breakableAudit{auditLog, &h.auditBroken},
+		Verifier: pool, Policies: store, Replay: o.replay, Records: o.records, Audit: breakableAudit{auditLog, &h.auditBroken},
 		Kinds: registry.Kinds(), Platforms: registry.Platforms(),
 		Minters: map[string]grant.Minter{tokensign.KindName: signer},
 		Logger:  logger, Metrics: exchange.NewMetrics(store.Known),
@@ -402,4 +404,25 @@ func (h *harness) get(path string) response {
 		h.t.Fatal(err)
 	}
 	return h.do(req)
+}
+
+// testClock is a clock tests move by hand; it starts at the real time, so
+// tokens the real issuers sign verify.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newTestClock() *testClock { return &testClock{t: time.Now()} }
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }

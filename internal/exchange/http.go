@@ -70,6 +70,7 @@ func NewHandler(svc *Service, o HTTPOptions) http.Handler {
 	e.POST("/v1/exchange", h.exchange, h.failWith(h.writeError), limitBody, h.rateLimit(limit))
 	// Any method: RFC 6749 clients expect its error shape even for a GET.
 	e.Any(tokenPath, h.tokenExchange, h.failWith(h.writeOAuthError), limitBody, h.rateLimit(limit))
+	h.registerRelease(e, limit) // release_http.go: /v1/release, /v1/introspect
 
 	e.Match([]string{http.MethodGet, http.MethodHead}, "/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
@@ -250,29 +251,6 @@ func decodeExchange(body []byte, authorization []string) (Request, error) {
 		return Request{Policy: b.Policy}, err
 	}
 	return Request{Policy: b.Policy, Token: b.Token, Duration: d}, nil
-}
-
-// jsonProblem describes a decode error without echoing the input, which may
-// hold a token.
-func jsonProblem(err error) string {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syn):
-		return fmt.Sprintf("syntax error at byte %d", syn.Offset)
-	case errors.As(err, &typ):
-		if typ.Field == "" {
-			return "the body must be a JSON object"
-		}
-		return fmt.Sprintf("field %q must be a %s", typ.Field, jsonKind(typ.Type.Kind()))
-	case errors.Is(err, io.EOF):
-		return "empty body"
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return "truncated JSON"
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
-	}
-	return "malformed JSON"
 }
 
 // jsonKind names a Go kind as JSON calls it, never as a Go type.

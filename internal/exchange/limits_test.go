@@ -4,7 +4,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,27 +12,9 @@ import (
 	"github.com/ferry-broker/ferry/internal/limit"
 )
 
-// testClock is a clock for the limiter that moves only when told.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 func limitedHarness(t *testing.T, perRepository, perPolicy limit.Rate) (*harness, *testClock) {
 	t.Helper()
-	clock := &testClock{t: time.Now()}
+	clock := newTestClock()
 	return newHarness(t, harnessOpts{limits: exchange.Limits{
 		Limiter:       limit.NewMemory(limit.WithClock(clock.Now)),
 		PerRepository: perRepository, PerPolicy: perPolicy,

@@ -43,7 +43,10 @@ type Deps struct {
 	Verifier Verifier
 	Policies Policies
 	Replay   replay.Store
-	Audit    Auditor
+	// Records keep what release needs of each grant, and the kinds'
+	// shared state; nil takes Replay's, which both stores implement.
+	Records replay.Records
+	Audit   Auditor
 	// Kinds are the grant kinds policies may use, and Minters their
 	// minters by kind name. A policy whose kind has no minter here is
 	// refused as unavailable on this broker.
@@ -74,6 +77,13 @@ type Service struct {
 func New(d Deps) (*Service, error) {
 	if d.Verifier == nil || d.Policies == nil || d.Replay == nil || d.Audit == nil || len(d.Platforms) == 0 {
 		return nil, errors.New("exchange: verifier, policies, replay store, audit log and platforms are required")
+	}
+	if d.Records == nil {
+		r, ok := d.Replay.(replay.Records)
+		if !ok {
+			return nil, errors.New("exchange: the replay store keeps no records; release needs them (set Deps.Records)")
+		}
+		d.Records = r
 	}
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
@@ -114,16 +124,19 @@ type Result struct {
 	ExpiresAt  time.Time
 	Kind       string
 	Credential *grant.Credential
+	// ReleaseToken ends the credential early (POST /v1/release).
+	ReleaseToken string
 }
 
 // MarshalJSON writes the contract's answer: the credential's object under
 // its kind's name.
 func (r *Result) MarshalJSON() ([]byte, error) {
 	head, err := json.Marshal(struct {
-		Policy    string    `json:"policy"`
-		RequestID string    `json:"request_id"`
-		ExpiresAt time.Time `json:"expires_at"`
-	}{r.Policy, r.RequestID, r.ExpiresAt})
+		Policy       string    `json:"policy"`
+		RequestID    string    `json:"request_id"`
+		ExpiresAt    time.Time `json:"expires_at"`
+		ReleaseToken string    `json:"release_token,omitempty"`
+	}{r.Policy, r.RequestID, r.ExpiresAt, r.ReleaseToken})
 	if err != nil {
 		return nil, err
 	}
@@ -166,6 +179,7 @@ func (s *Service) Exchange(ctx context.Context, req Request) (*Result, error) {
 		// job may try again with the same token once the log recovers.
 		s.d.Logger.ErrorContext(ctx, "audit write failed; withholding credential", "request_id", req.RequestID, "err", aerr)
 		s.release(ctx, req, replayKey)
+		s.forgetGrant(ctx, req.RequestID)
 		e := classify(&unavailable{reason: "the broker could not record the decision; no credential was issued", err: aerr})
 		s.d.Metrics.observe(rec.Policy, audit.Deny, string(e.Code), s.d.Now().Sub(start))
 		return nil, e
@@ -293,9 +307,10 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 
 	mctx, cancel := context.WithTimeout(ctx, s.d.MintTimeout)
 	defer cancel()
+	mintedAt := s.d.Now()
 	cred, err := minter.Mint(mctx, grant.Request{
 		Policy: pol.Name, Spec: spec, Lifetime: lifetime, Claims: id.Claims,
-		Job: s.d.Platforms.Job(id.Claims), Now: s.d.Now(),
+		Job: s.d.Platforms.Job(id.Claims), RequestID: req.RequestID, Now: mintedAt,
 	})
 	s.d.Metrics.stage(stageMint, t, s.d.Now())
 	if err != nil {
@@ -304,8 +319,16 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 		s.release(ctx, req, key)
 		return nil, "", err
 	}
-	rec.Credential = &audit.Credential{Type: spec.Kind(), ID: cred.ID, ExpiresAt: cred.ExpiresAt}
-	return &Result{Policy: pol.Name, RequestID: req.RequestID, ExpiresAt: cred.ExpiresAt, Kind: spec.Kind(), Credential: cred}, key, nil
+	rec.Credential = &audit.Credential{Type: spec.Kind(), ID: cred.ID, ExpiresAt: cred.ExpiresAt, Scope: cred.Scope}
+	var releaseToken string
+	if !req.BearerOnly { // RFC 8693's answer has no place for a release token
+		if releaseToken, err = s.keepForRelease(ctx, req.RequestID, rec, cred, mintedAt, lifetime); err != nil {
+			s.release(ctx, req, key)
+			return nil, "", err
+		}
+	}
+	return &Result{Policy: pol.Name, RequestID: req.RequestID, ExpiresAt: cred.ExpiresAt, Kind: spec.Kind(), Credential: cred,
+		ReleaseToken: releaseToken}, key, nil
 }
 
 // verify checks the token. A failure the verifier did not type is the

@@ -95,6 +95,10 @@ type Request struct {
 	Claims *claims.Set
 	// Job names the pipeline job, for the provider's logs.
 	Job platform.Job
+	// RequestID is the exchange's request id: unique per grant and not a
+	// secret, so a kind may tag the credential with it (to end that one
+	// credential at release, or to find it in the provider's logs).
+	RequestID string
 	// Now is the exchange's clock.
 	Now time.Time
 }
@@ -118,6 +122,11 @@ type Credential struct {
 	// broker until ExpiresAt and handed back to the kind's Releaser. ""
 	// when there is nothing the kind can end.
 	Release string
+	// Scope lists what the credential may do, in a form safe to audit
+	// ("contents:read" for a GitHub token's permission): the audit record
+	// keeps it and `ferry audit report` counts grants by it. Nil when the
+	// kind has nothing to say beyond the policy.
+	Scope []string
 }
 
 // Releaser is implemented by minters that can end a credential before it
@@ -137,6 +146,9 @@ type ReleaseRequest struct {
 	// when shown it); "" otherwise. It is a secret: never keep or log it.
 	Presented string
 	Now       time.Time
+	// Shared is the broker's state that every replica sees, scoped to the
+	// kind (a revocation list, a lock); the exchange always sets it.
+	Shared Shared
 }
 
 // Released says what ending a credential did.
@@ -183,4 +195,22 @@ func (ks Kinds) Names() []string {
 		names[i] = k.Name()
 	}
 	return names
+}
+
+// As finds what else a minter can do (a Releaser, an Introspector): the
+// first minter in m's chain of wrappers, each giving the next by Unwrap,
+// that is a T.
+func As[T any](m Minter) (T, bool) {
+	for m != nil {
+		if t, ok := m.(T); ok {
+			return t, true
+		}
+		u, ok := m.(interface{ Unwrap() Minter })
+		if !ok {
+			break
+		}
+		m = u.Unwrap()
+	}
+	var zero T
+	return zero, false
 }

@@ -66,15 +66,11 @@ type RetryHooks struct {
 // provider's, its message saying how many were made; a transient one
 // becomes a 502 with Retry-After.
 //
-// A minter that is a Releaser stays one; Unwrap returns the minter
-// wrapped.
+// Unwrap returns the minter wrapped: what else it can do (release,
+// introspect) is found through it with As.
 func Retrying(kind string, m Minter, o RetryOptions) Minter {
 	o = o.withDefaults()
-	r := &retrying{kind: kind, next: m, o: o, slots: make(chan struct{}, o.MaxInFlight)}
-	if rel, ok := m.(Releaser); ok {
-		return &retryingReleaser{retrying: r, rel: rel}
-	}
-	return r
+	return &retrying{kind: kind, next: m, o: o, slots: make(chan struct{}, o.MaxInFlight)}
 }
 
 func (o RetryOptions) withDefaults() RetryOptions {
@@ -107,16 +103,6 @@ type retrying struct {
 
 	mu       sync.Mutex // orders InFlight reports as the count changes
 	inFlight int
-}
-
-type retryingReleaser struct {
-	*retrying
-	rel Releaser
-}
-
-// Release implements Releaser by the wrapped minter's.
-func (r *retryingReleaser) Release(ctx context.Context, req ReleaseRequest) (Released, error) {
-	return r.rel.Release(ctx, req)
 }
 
 // Unwrap returns the minter Retrying wrapped.

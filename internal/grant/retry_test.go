@@ -237,16 +237,16 @@ func (*releasing) Release(context.Context, ReleaseRequest) (Released, error) {
 	return Released{Revoked: true, Detail: "deleted"}, nil
 }
 
-func TestRetryingKeepsReleaserAndUnwraps(t *testing.T) {
+func TestRetryingUnwrapsToWhatTheMinterCanDo(t *testing.T) {
 	plain := &throttling{}
-	if _, ok := Retrying("token", plain, RetryOptions{}).(Releaser); ok {
+	if _, ok := As[Releaser](Retrying("token", plain, RetryOptions{})); ok {
 		t.Error("a minter that cannot release became a Releaser")
 	}
 	rel := &releasing{}
 	w := Retrying("github", rel, RetryOptions{})
-	r, ok := w.(Releaser)
+	r, ok := As[Releaser](Retrying("twice", w, RetryOptions{}))
 	if !ok {
-		t.Fatal("a Releaser's wrapper is not a Releaser")
+		t.Fatal("a Releaser wrapped twice is not found")
 	}
 	if got, err := r.Release(context.Background(), ReleaseRequest{}); err != nil || !got.Revoked {
 		t.Errorf("Release = %+v, %v", got, err)

@@ -60,12 +60,14 @@ type Memory struct {
 	max     int
 	entries map[[sha256.Size]byte]*entry
 	queue   expiryQueue
+	records table // Records' values, apart from Claim's keys
 }
 
 type entry struct {
 	key    [sha256.Size]byte
 	expiry time.Time
-	index  int // in queue
+	index  int    // in queue
+	value  []byte // Records only
 }
 
 // MemoryOption configures NewMemory.
@@ -80,7 +82,7 @@ func WithMaxEntries(n int) MemoryOption { return func(m *Memory) { m.max = n } }
 
 // NewMemory returns an empty in-process store.
 func NewMemory(opts ...MemoryOption) *Memory {
-	m := &Memory{now: time.Now, max: DefaultMaxEntries, entries: map[[sha256.Size]byte]*entry{}}
+	m := &Memory{now: time.Now, max: DefaultMaxEntries, entries: map[[sha256.Size]byte]*entry{}, records: newTable()}
 	for _, o := range opts {
 		o(m)
 	}

@@ -51,6 +51,10 @@ type Spec struct {
 	// written, and Render fills them in.
 	SessionPolicy string
 	SessionTags   []string // claim names passed as STS session tags
+	// RevokeOnRelease tags each session with its request id and, at
+	// release, denies that session everything through an inline policy on
+	// the role (release.go).
+	RevokeOnRelease bool
 
 	policy *claimtmpl.JSON // the session policy, when it holds templates
 }
@@ -58,7 +62,7 @@ type Spec struct {
 // Parse implements grant.Kind.
 func (Kind) Parse(r *yamlpos.Reader, n *yaml.Node) grant.Spec {
 	before := r.Count()
-	f, _ := r.Fields(n, "grant.aws", "role_arn", "duration", "session_policy", "session_tags")
+	f, _ := r.Fields(n, "grant.aws", "role_arn", "duration", "session_policy", "session_tags", "revoke_on_release")
 	if f == nil {
 		return nil
 	}
@@ -92,6 +96,7 @@ func (Kind) Parse(r *yamlpos.Reader, n *yaml.Node) grant.Spec {
 		if len(tags) > MaxSessionTags {
 			r.Errorf(v, "grant.aws.session_tags has %d tags; STS allows at most %d", len(tags), MaxSessionTags)
 		}
+		g.SessionTags = tags
 		seen := map[string]bool{}
 		for i, t := range tags {
 			switch {
@@ -102,7 +107,9 @@ func (Kind) Parse(r *yamlpos.Reader, n *yaml.Node) grant.Spec {
 			}
 			seen[t] = true
 		}
-		g.SessionTags = tags
+	}
+	if v := f.Value("revoke_on_release"); v != nil {
+		g.RevokeOnRelease = readRevokeOnRelease(r, v, f.Value("session_tags"), g.SessionTags)
 	}
 	if r.Count() > before {
 		return nil
@@ -178,6 +185,9 @@ func (g *Spec) Describe() string {
 	if g.SessionPolicy != "" {
 		s += " with session policy " + g.SessionPolicy
 	}
+	if g.RevokeOnRelease {
+		s += "; release at job end denies the session everything (revoke_on_release)"
+	}
 	return s
 }
 
@@ -220,9 +230,11 @@ type Assumer interface {
 	AssumeRole(ctx context.Context, req Request) (*Credentials, error)
 }
 
-// GrantMinter mints aws grants through any Assumer.
+// GrantMinter mints aws grants through any Assumer, and releases them
+// through IAM (nil: revoke_on_release grants cannot be released here).
 type GrantMinter struct {
 	STS Assumer
+	IAM RolePolicies
 }
 
 // Mint implements grant.Minter.
@@ -233,7 +245,16 @@ func (m *Minter) Mint(ctx context.Context, req grant.Request) (*grant.Credential
 // Mint implements grant.Minter.
 func (m GrantMinter) Mint(ctx context.Context, req grant.Request) (*grant.Credential, error) {
 	g := req.Spec.(*Spec)
-	tags := make([]Tag, 0, len(g.SessionTags))
+	tags := make([]Tag, 0, len(g.SessionTags)+1)
+	var state string
+	if g.RevokeOnRelease {
+		// First, so SanitizeTags keeps it whatever the claims are.
+		t, st, err := releaseTag(g.RoleARN, req.RequestID)
+		if err != nil {
+			return nil, err
+		}
+		tags, state = append(tags, t), st
+	}
 	for _, name := range g.SessionTags {
 		// A missing claim is left out rather than sent empty: a role whose
 		// trust policy conditions on the tag then refuses, as it should.
@@ -259,6 +280,7 @@ func (m GrantMinter) Mint(ctx context.Context, req grant.Request) (*grant.Creden
 		},
 		ExpiresAt: creds.Expiration,
 		ID:        creds.AccessKeyID,
+		Release:   state,
 	}, nil
 }
 

@@ -25,6 +25,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/aws-sdk-go-v2/service/sts/types"
 
@@ -45,9 +46,11 @@ const (
 // the SDK needs some region to pick an endpoint.
 const defaultRegion = "us-east-1"
 
-// Minter assumes IAM roles through STS. It is safe for concurrent use.
+// Minter assumes IAM roles through STS, and denies a released session
+// through IAM (release.go). It is safe for concurrent use.
 type Minter struct {
 	client *sts.Client
+	iam    *iam.Client
 }
 
 // New loads AWS configuration the SDK's own way (config.LoadDefaultConfig:
@@ -75,9 +78,10 @@ func New(ctx context.Context, optFns ...func(*config.LoadOptions) error) (*Minte
 }
 
 // NewFromConfig returns a Minter using cfg, with optFns applied to the STS
-// client (e.g. to set BaseEndpoint or the retry policy).
+// client (e.g. to set BaseEndpoint or the retry policy). Its IAM client,
+// for revoke_on_release, uses cfg as it is.
 func NewFromConfig(cfg aws.Config, optFns ...func(*sts.Options)) *Minter {
-	return &Minter{client: sts.NewFromConfig(cfg, optFns...)}
+	return &Minter{client: sts.NewFromConfig(cfg, optFns...), iam: iam.NewFromConfig(cfg)}
 }
 
 // Request is one role to assume and how.

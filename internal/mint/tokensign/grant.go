@@ -220,5 +220,7 @@ func (s *Signer) Mint(ctx context.Context, req grant.Request) (*grant.Credential
 		ExpiresAt: tok.ExpiresAt,
 		ID:        tok.ID,
 		Bearer:    &grant.Bearer{Token: tok.Token, Type: TokenTypeJWT},
+		// Release puts the jti on the revocation list (release.go).
+		Release: tok.ID,
 	}, nil
 }
