@@ -49,8 +49,11 @@ type ReleaseFile struct {
 // Presented is the credential release must show the broker: set only for
 // kinds whose provider ends a credential only when presented with it
 // (GitHub's DELETE /installation/token). aws, gcp and token are ended
-// without it, so for them it is "". The github kind adds its case here.
+// without it, so for them it is "".
 func Presented(res *Result) string {
+	if res.GitHub != nil {
+		return res.GitHub.Token
+	}
 	return ""
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ferry-broker/ferry/internal/grant"
@@ -51,6 +52,7 @@ func (m *Minter) Mint(ctx context.Context, req grant.Request) (*grant.Credential
 		ExpiresAt: tok.ExpiresAt,
 		ID:        tok.ID(),
 		Release:   string(state),
+		Scope:     scope(tok.Permissions),
 	}, nil
 }
 
@@ -89,4 +91,15 @@ func (m *Minter) Release(ctx context.Context, req grant.ReleaseRequest) (grant.R
 		return grant.Released{Detail: "GitHub no longer accepted the token: it had been revoked or had expired already"}, nil
 	}
 	return grant.Released{Revoked: true, Detail: fmt.Sprintf("GitHub deleted the installation token for %s", st.Owner)}, nil
+}
+
+// scope writes a token's permissions as the audit keeps them,
+// "contents:read", sorted.
+func scope(perms map[string]string) []string {
+	out := make([]string, 0, len(perms))
+	for name, level := range perms {
+		out = append(out, name+":"+level)
+	}
+	slices.Sort(out)
+	return out
 }

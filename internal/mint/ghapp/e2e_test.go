@@ -184,7 +184,7 @@ func TestServeMintsAGitHubTokenScopedToThePolicy(t *testing.T) {
 	githubEnv := filepath.Join(t.TempDir(), "github_env")
 	cmd := exec.Command(binary(t), "exchange", "--url", e.srv.URL, "--policy", "checkout", "--format", "github",
 		"--token-file", issuers.WriteToken(t, e.issuer, "github-push-main", nil))
-	cmd.Env = append(os.Environ(), "GITHUB_ENV="+githubEnv)
+	cmd.Env = append(os.Environ(), "GITHUB_ENV="+githubEnv, "RUNNER_TEMP="+filepath.Dir(githubEnv))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("ferry exchange: %v\n%s", err, out)
@@ -198,16 +198,31 @@ func TestServeMintsAGitHubTokenScopedToThePolicy(t *testing.T) {
 		t.Errorf("the exported token at GitHub: %+v", at)
 	}
 
+	// The job's last step: ferry release finds what ferry exchange left in
+	// the job's temporary directory and deletes the token at GitHub.
+	rel := exec.Command(binary(t), "release", "--url", e.srv.URL)
+	rel.Env = append(os.Environ(), "RUNNER_TEMP="+filepath.Dir(githubEnv))
+	if out, err := rel.CombinedOutput(); err != nil {
+		t.Fatalf("ferry release: %v\n%s", err, out)
+	}
+	if at, _ := e.gh.Token(exported[1]); !at.Revoked {
+		t.Error("ferry release left the token live at GitHub")
+	}
+
 	e.srv.Stop(t)
 	audit := readFile(t, e.auditPath)
 	var rec struct {
 		Decision   string
-		Credential struct{ Type, ID string }
+		Credential struct {
+			Type, ID string
+			Scope    []string
+		}
 	}
 	if err := json.Unmarshal([]byte(strings.SplitN(audit, "\n", 2)[0]), &rec); err != nil {
 		t.Fatal(err)
 	}
-	if rec.Decision != "allow" || rec.Credential.Type != "github" || !strings.HasPrefix(rec.Credential.ID, "sha256:") || len(rec.Credential.ID) != len("sha256:")+16 {
+	if rec.Decision != "allow" || rec.Credential.Type != "github" || !strings.HasPrefix(rec.Credential.ID, "sha256:") || len(rec.Credential.ID) != len("sha256:")+16 ||
+		!reflect.DeepEqual(rec.Credential.Scope, []string{"contents:read"}) {
 		t.Errorf("audit record: %+v", rec)
 	}
 	if strings.Contains(audit+e.srv.Stderr(), g.Token) || strings.Contains(audit+e.srv.Stderr(), "PRIVATE KEY") {
