@@ -66,9 +66,9 @@ const prevPlaceholder = `,"prev":"` + Genesis + `"` + hashKey + blankHash
 // record joins the commit queue. appendSealed finishes the line.
 func encode(r *Record) ([]byte, error) {
 	r.Prev, r.Hash = Genesis, ""
-	b, err := json.Marshal(r)
+	b, err := appendRecord(make([]byte, 0, 1024), r)
 	if err != nil {
-		return nil, fmt.Errorf("encode audit record: %w", err)
+		return nil, err
 	}
 	if !bytes.HasSuffix(b, []byte(prevPlaceholder)) {
 		// Only a change to Record's field order can cause this.

@@ -3,7 +3,6 @@ package audit
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/ferry-broker/ferry/internal/claims"
@@ -103,37 +102,10 @@ var members = map[string]bool{
 	"policy": true, "issuer": true, "subject": true, "credential": true, "client_ip": true, "released": true, "prev": true, "hash": true,
 }
 
-// claimsAt is where the claims go: before the member after subject.
-var claimsAt = []byte(`,"credential":`)
-
 // MarshalJSON writes the fixed members in order with the identifying
-// claims spliced in after subject. Member names and values are JSON-encoded,
-// so the first `,"credential":` in the encoding is the member itself.
+// claims after subject (appendRecord).
 func (r Record) MarshalJSON() ([]byte, error) {
-	b, err := json.Marshal(fields(r))
-	if err != nil || len(r.Claims) == 0 {
-		return b, err
-	}
-	at := bytes.Index(b, claimsAt)
-	if at < 0 {
-		return nil, fmt.Errorf("encode audit record: no credential member")
-	}
-	out := make([]byte, 0, len(b)+32*len(r.Claims))
-	out = append(out, b[:at]...)
-	seen := make(map[string]bool, len(r.Claims))
-	for _, c := range r.Claims {
-		if members[c.Name] || seen[c.Name] || c.Name == "" {
-			continue
-		}
-		seen[c.Name] = true
-		name, _ := json.Marshal(c.Name) // encoding a string cannot fail
-		value, _ := json.Marshal(c.Value)
-		out = append(out, ',')
-		out = append(out, name...)
-		out = append(out, ':')
-		out = append(out, value...)
-	}
-	return append(out, b[at:]...), nil
+	return appendRecord(make([]byte, 0, 1024), &r)
 }
 
 // UnmarshalJSON reads the fixed members, and every other string member as

@@ -252,6 +252,17 @@ func (s *Set) Text(name string) string {
 	return v.Text
 }
 
+// EachName calls fn with the name of every claim present, scalar or not,
+// in no order; it allocates nothing.
+func (s *Set) EachName(fn func(name string)) {
+	for n := range s.values {
+		fn(n)
+	}
+	for n := range s.shapes {
+		fn(n)
+	}
+}
+
 // Names lists every claim present, scalar or not, sorted.
 func (s *Set) Names() []string {
 	names := make([]string, 0, len(s.values)+len(s.shapes))

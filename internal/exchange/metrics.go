@@ -20,6 +20,7 @@ type Metrics struct {
 	exchanges *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
 	stages    *prometheus.HistogramVec
+	stageObs  map[string]prometheus.Observer
 	limited   *prometheus.CounterVec
 	replays   prometheus.Counter
 	upErrors  *prometheus.CounterVec
@@ -106,8 +107,11 @@ func NewMetrics(knownPolicy func(string) bool, kinds ...string) *Metrics {
 	reg.MustRegister(m.exchanges, m.latency, m.stages, m.limited, m.replays,
 		m.upErrors, m.upCalls, m.upRetries, m.upFlight, m.upFull,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Each stage's observer is looked up once: the request path only
+	// observes.
+	m.stageObs = make(map[string]prometheus.Observer, 6)
 	for _, s := range []string{stageVerify, stageDecide, stageLimit, stageReplay, stageMint, stageAudit} {
-		m.stages.WithLabelValues(s)
+		m.stageObs[s] = m.stages.WithLabelValues(s)
 	}
 	for _, l := range []string{limitClientIP, limitClientCap, limitRepository, limitPolicy, limitKeysFull} {
 		m.limited.WithLabelValues(l)
@@ -137,7 +141,7 @@ func (m *Metrics) observe(policy, decision, code string, took time.Duration) {
 // start of the next.
 func (m *Metrics) stage(name string, start, now time.Time) time.Time {
 	if m != nil {
-		m.stages.WithLabelValues(name).Observe(now.Sub(start).Seconds())
+		m.stageObs[name].Observe(now.Sub(start).Seconds())
 	}
 	return now
 }

@@ -19,15 +19,20 @@ var registered = [...]string{"iss", "sub", "aud", "exp", "iat", "nbf", "nonce", 
 // strings, aud a string or list of strings, and exp, iat and nbf numbers,
 // which is at least as strict as go-oidc).
 func checkRegistered(set *claims.Set) error {
-	for _, name := range set.Names() {
-		if !foldable(name) {
-			continue
+	var variant error
+	set.EachName(func(name string) {
+		if variant != nil || !foldable(name) {
+			return
 		}
 		for _, r := range registered {
 			if name != r && strings.EqualFold(name, r) {
-				return fmt.Errorf("claim %s differs from the registered claim %q only in case", claims.Describe(name), r)
+				variant = fmt.Errorf("claim %s differs from the registered claim %q only in case", claims.Describe(name), r)
+				return
 			}
 		}
+	})
+	if variant != nil {
+		return variant
 	}
 	for _, name := range [...]string{"nonce", "at_hash"} {
 		if k := set.Kind(name); k != 0 && k != claims.String {
