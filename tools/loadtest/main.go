@@ -33,7 +33,12 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds per scenario; the median is reported")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "the whole run stops after this, whatever is left")
 	flag.StringVar(&o.scenarios, "scenarios", "deny,token,aws,token-redis,deny-10k", "scenarios to run, comma-separated")
+	flag.StringVar(&o.audit, "audit", "file", "the brokers' audit log: file (fsynced, as in production) or stdout (no fsync, to see its share)")
 	flag.Parse()
+	if o.audit != "file" && o.audit != "stdout" {
+		fmt.Fprintf(os.Stderr, "loadtest: -audit %q: want file or stdout\n", o.audit)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
@@ -54,4 +59,5 @@ type options struct {
 	rounds      int
 	timeout     time.Duration
 	scenarios   string
+	audit       string
 }

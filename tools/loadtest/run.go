@@ -87,7 +87,11 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			defer stop()
 			replay = fmt.Sprintf("{store: redis, redis_url: %q}", "redis://"+addr+"/0")
 		}
-		cfg, err := writeConfig(dir+"/"+s.broker, gh.URL(), replay, extraPolicies[s.broker])
+		auditPath := "./audit.log"
+		if o.audit == "stdout" {
+			auditPath = "-"
+		}
+		cfg, err := writeConfig(dir+"/"+s.broker, gh.URL(), replay, auditPath, extraPolicies[s.broker])
 		if err != nil {
 			return err
 		}

@@ -41,7 +41,7 @@ grant: {aws: {role_arn: "arn:aws:iam::123456789012:role/deploy", session_tags: [
 // ferry.yaml into dir and returns the config's path. The audit log is a
 // file, fsynced as in production; the per-address rate limit is off, since
 // every request comes from one address here.
-func writeConfig(dir, issuer, replay string, extra int) (string, error) {
+func writeConfig(dir, issuer, replay, auditPath string, extra int) (string, error) {
 	pdir := filepath.Join(dir, "policies")
 	if err := os.MkdirAll(pdir, 0o700); err != nil {
 		return "", err
@@ -85,12 +85,12 @@ grant:
 policies: ./policies
 issuers:
   - {name: github, issuer: %q, audiences: [ferry]}
-audit: {path: ./audit.log}
+audit: {path: %q}
 replay: %s
 token: {issuer: https://ferry.loadtest.example, signing_key: ./signing.pem}
 policy_reload: 0s
 rate_limit: {per_second: 0}
-`, issuer, replay)
+`, issuer, auditPath, replay)
 	path := filepath.Join(dir, "ferry.yaml")
 	return path, os.WriteFile(path, []byte(cfg), 0o600)
 }
@@ -106,6 +106,7 @@ type broker struct {
 func startBroker(ctx context.Context, bin, cfg string, env []string) (*broker, error) {
 	cmd := exec.CommandContext(ctx, bin, "serve", "--config", cfg)
 	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout = io.Discard // the audit log, when it goes to stdout
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
