@@ -182,10 +182,16 @@ ferry_release_file() {
     ferry_warn "could not release $ferry_what: $ferry_why$ferry_later"
     return 0
   fi
-  if ferry_true revoked; then ferry_how="released; it no longer works"; else ferry_how="released$ferry_later"; fi
   ferry_detail=$(ferry_text detail)
+  if ferry_true revoked; then
+    ferry_how="released; it no longer works"
+  elif [ -z "$ferry_detail" ]; then
+    ferry_how="released$ferry_later"
+  else
+    ferry_how=released
+  fi
   ferry_body=
-  printf 'Ferry: %s: %s%s (curl+%s)\n' "$ferry_what" "$ferry_how" "${ferry_detail:+ ($ferry_detail)}" "$ferry_json"
+  printf 'Ferry: %s: %s%s (curl+%s)\n' "$ferry_what" "$ferry_how" "${ferry_detail:+: $ferry_detail}" "$ferry_json"
 }
 
 # ferry_release_url URL: https, or http to loopback only, and no character

@@ -32513,8 +32513,13 @@ async function releaseAll({ client, baseURL, issued, maxAttempts = 3, info, warn
       if (urlErr) throw urlErr;
       const res = await releaseOne({ client, url, release: c, maxAttempts, log: warn, sleep, deadline, now });
       out.released++;
-      const how = res.revoked ? 'it no longer works' : `it expires by itself at ${c.expiration}`;
-      info(`Ferry: released ${what(c)}: ${how}${res.detail ? ` (${oneLine(res.detail)})` : ''}.`);
+      // The broker's detail says what became of it (ended at the provider,
+      // left to expire, expired already) and until when.
+      const detail = oneLine(res.detail);
+      let how = res.revoked ? ': it no longer works' : '';
+      if (detail) how += ` (${detail})`;
+      else if (!res.revoked) how += `; it expires by itself at ${c.expiration}`;
+      info(`Ferry: released ${what(c)}${how}.`);
     } catch (e) {
       out.failed++;
       warn(`Ferry: could not release ${what(c)}: ${oneLine(e instanceof Error ? e.message : e)}; it expires by itself at ${c.expiration}.`);

@@ -59,9 +59,11 @@ test('a release posts to /v1/release under the broker\'s prefix and says what ha
   assert.equal(r.warn.length, 0);
 });
 
-test('an unrevoked release says the credential expires by itself', async () => {
-  const r = await run(scripted(released(false)), [credential()]);
-  assert.match(r.info[0], /it expires by itself at 2026-11-23T10:15:00Z/);
+test('an unrevoked release gives the broker\'s words, or says the credential expires by itself', async () => {
+  let r = await run(scripted({ status: 200, body: { released: true, revoked: false, detail: 'recorded; it expires by itself at 10:15' } }), [credential()]);
+  assert.match(r.info[0], /released the token credential of policy "p" \(request r1, environment\) \(recorded; it expires by itself at 10:15\)\.$/);
+  r = await run(scripted({ status: 200, body: { released: true, revoked: false } }), [credential()]);
+  assert.match(r.info[0], /\(request r1, environment\); it expires by itself at 2026-11-23T10:15:00Z\.$/);
 });
 
 test('429, 502, 503 and network errors are tried again, within max attempts; Retry-After is honoured', async () => {
