@@ -424,7 +424,7 @@ func TestGitLabComponentUnderGitlabCILocal(t *testing.T) {
 	e := newEnv(t)
 	tok := sign(t, e.gl, "gitlab-protected-deploy", nil)
 
-	repo := t.TempDir()
+	repo, tmp := t.TempDir(), t.TempDir()
 	src, err := os.ReadFile(componentPath(t))
 	if err != nil {
 		t.Fatal(err)
@@ -459,7 +459,7 @@ deploy:
 	glciRun := func() result {
 		cmd := exec.Command(node, glci, "--shell-executor-no-image", "--variable", "FERRY_ID_TOKEN="+tok, "--variable", "FERRY_JSON=sed", "deploy")
 		cmd.Dir = repo
-		cmd.Env = append(os.Environ(), "HOME="+repo)
+		cmd.Env = append(os.Environ(), "HOME="+repo, "TMPDIR="+tmp)
 		return run(t, cmd)
 	}
 

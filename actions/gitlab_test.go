@@ -57,6 +57,9 @@ func runJob(t *testing.T, shell string, pathDirs []string, vars ...string) jobRu
 	cmd.Env = append([]string{
 		"PATH=" + path,
 		"HOME=" + tmp,
+		// The job's own temporary space: the release files go there, not
+		// into the machine's /tmp.
+		"TMPDIR=" + tmp,
 		"CI=true",
 		"GITLAB_CI=true",
 		"CI_SERVER_URL=https://gitlab.example.com",
@@ -256,7 +259,7 @@ func TestGitLabScriptKeepsSecretsOutOfATracedLog(t *testing.T) {
 	// CI_DEBUG_TRACE runs the job under set -x; the script turns tracing
 	// off while credentials are in variables and back on after.
 	cmd := exec.Command(sh, "-c", `set -x; . "$1"; case $- in *x*) echo "xtrace restored";; esac`, "job", gitlabScript(t))
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "FERRY_URL=" + e.broker.URL, "FERRY_POLICY=gl-deploy", "FERRY_ID_TOKEN=" + tok, "FERRY_CLIENT=curl"}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + t.TempDir(), "FERRY_URL=" + e.broker.URL, "FERRY_POLICY=gl-deploy", "FERRY_ID_TOKEN=" + tok, "FERRY_CLIENT=curl"}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
