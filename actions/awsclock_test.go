@@ -95,11 +95,17 @@ type auditedBroker struct {
 // in front of it) and returns it with its audit log's path.
 func (e *env) startBrokerVia(t *testing.T, stsURL string) auditedBroker {
 	t.Helper()
+	return e.startBrokerWith(t, stsURL, "")
+}
+
+// startBrokerWith is startBrokerVia with extra appended to the config.
+func (e *env) startBrokerWith(t *testing.T, stsURL, extra string) auditedBroker {
+	t.Helper()
 	dir := t.TempDir()
 	policies := filepath.Join(dir, "policies")
 	writePolicies(t, policies)
 	audit := filepath.Join(dir, "audit.log")
-	cfg := ferryproc.Config(t, policies, e.gh.URL(), e.gl.URL(), audit)
+	cfg := ferryproc.Config(t, policies, e.gh.URL(), e.gl.URL(), audit) + extra
 	return auditedBroker{ferryproc.Serve(t, e.ferry, cfg, append(e.sts.Env(), "AWS_ENDPOINT_URL="+stsURL)), audit}
 }
 
@@ -114,6 +120,12 @@ type auditRecord struct {
 		ID        string    `json:"id"`
 		ExpiresAt time.Time `json:"expires_at"`
 	} `json:"credential"`
+	// Released is set on a release record (decision "release").
+	Released *struct {
+		Revoked bool `json:"revoked"`
+		Expired bool `json:"expired"`
+		Repeat  bool `json:"repeat"`
+	} `json:"released"`
 }
 
 // grants are the allow records of policy in the broker's audit log.

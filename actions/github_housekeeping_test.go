@@ -83,7 +83,7 @@ func TestGitHubActionPostStepClearsWhatItExported(t *testing.T) {
 		t.Fatalf("a refused main step exited %d and saved %v", bad.code, bad.state)
 	}
 	p = newJob(t, runner).post(bad)
-	if p.code != 0 || !strings.Contains(p.stdout, "nothing to clean up") || len(p.env) != 0 {
+	if p.code != 0 || !strings.Contains(p.stdout, "nothing to release or clean up") || len(p.env) != 0 {
 		t.Errorf("the post step of a failed main step:\n%s", p)
 	}
 }

@@ -55,6 +55,8 @@ func TestGitLabComponentRendersLikeGitLab(t *testing.T) {
 		{"a url that is not one", map[string]any{"url": "ferry.example.com"}, "`url` input: provided value does not match"},
 		{"an empty audience", map[string]any{"url": "https://f.example", "audience": ""}, "`audience` input: provided value does not match"},
 		{"a policy that is not a string", map[string]any{"url": "https://f.example", "policy": 7}, "`policy` input: provided value is not a string"},
+		{"release as a YAML boolean", map[string]any{"url": "https://f.example", "release": false}, "`release` input: provided value is not a string"},
+		{"release neither true nor false", map[string]any{"url": "https://f.example", "release": "no"}, "`no` cannot be used because it is not in the list of allowed options"},
 	}
 	for _, tt := range refusals {
 		t.Run(tt.name, func(t *testing.T) {
@@ -76,7 +78,7 @@ func TestGitLabComponentRendersLikeGitLab(t *testing.T) {
 	}
 	want := []string{"FERRY_COMPONENT_AWS_PROFILE=", "FERRY_COMPONENT_CLIENT=auto", "FERRY_COMPONENT_DURATION=",
 		"FERRY_COMPONENT_MAX_ATTEMPTS=3", "FERRY_COMPONENT_POLICIES=", "FERRY_COMPONENT_POLICY=gitlab-deploy",
-		"FERRY_COMPONENT_URL=https://ferry.example.com"}
+		"FERRY_COMPONENT_RELEASE=true", "FERRY_COMPONENT_URL=https://ferry.example.com"}
 	if !slices.Equal(vars, want) {
 		t.Errorf("variables %v\nwant %v", vars, want)
 	}
@@ -93,8 +95,12 @@ func TestGitLabComponentRendersLikeGitLab(t *testing.T) {
 	if bs := scriptLines(job, "before_script"); len(bs) != 1 || bs[0] != componentPrefix+string(script) {
 		t.Error("the rendered before_script is not the prefix and ferry-credentials.sh")
 	}
-	if !slices.Equal(scriptLines(job, "after_script"), []string{`rm -rf "${TMPDIR:-/tmp}/ferry-${CI_JOB_ID:-job}".* 2>/dev/null || true`}) {
-		t.Errorf("after_script = %q", scriptLines(job, "after_script"))
+	release, err := os.ReadFile(gitlabReleaseScript(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if as := scriptLines(job, "after_script"); len(as) != 1 || as[0] != componentReleasePrefix+string(release) {
+		t.Error("the rendered after_script is not the prefix and ferry-release.sh")
 	}
 
 	// Every input is documented and used, and a multi-line list arrives
@@ -128,6 +134,8 @@ type gitlabRun struct {
 	tokens []string
 	job    map[string]any
 	envv   []string
+	// dir is the project directory the job ran in.
+	dir string
 }
 
 // runGitLabJob runs job the way GitLab and its runner do: an ID token for
@@ -175,7 +183,7 @@ func (e *env) runGitLabJob(t *testing.T, shell string, job map[string]any, pathD
 	cmd := exec.Command(sh, "-c", opts+"\n"+strings.Join(lines, "\n")+"\nenv > \"$FERRY_TEST_ENV\"\n")
 	cmd.Dir = filepath.Join(tmp, "project")
 	cmd.Env = append(envv, "FERRY_TEST_ENV="+envFile)
-	r := gitlabRun{jobRun: jobRun{result: run(t, cmd), env: map[string]string{}}, tokens: tokens, job: job, envv: envv}
+	r := gitlabRun{jobRun: jobRun{result: run(t, cmd), env: map[string]string{}}, tokens: tokens, job: job, envv: envv, dir: cmd.Dir}
 	if r.code == 0 {
 		data, err := os.ReadFile(envFile)
 		if err != nil {
@@ -190,12 +198,19 @@ func (e *env) runGitLabJob(t *testing.T, shell string, job map[string]any, pathD
 	return r
 }
 
-// runAfterScript runs the job's after_script in a shell of its own, as the
-// runner does, with the job's variables but not its script's exports.
-func runAfterScript(t *testing.T, r gitlabRun) result {
+// runAfterScript runs the job's after_script in a shell process of its
+// own, as the runner does (bash with errexit and pipefail, or sh with
+// errexit), in the project directory, with the job's variables and
+// nothing of the first shell's.
+func runAfterScript(t *testing.T, shell string, r gitlabRun) result {
 	t.Helper()
-	cmd := exec.Command(requireTool(t, "sh"), "-c", strings.Join(scriptLines(r.job, "after_script"), "\n"))
+	opts := "set -e"
+	if shell == "bash" {
+		opts = "set -eo pipefail"
+	}
+	cmd := exec.Command(requireTool(t, shell), "-c", opts+"\n"+strings.Join(scriptLines(r.job, "after_script"), "\n"))
 	cmd.Env = r.envv
+	cmd.Dir = r.dir
 	return run(t, cmd)
 }
 
@@ -301,7 +316,7 @@ func TestGitLabComponentGivesOneJobSeveralCredentials(t *testing.T) {
 			checkQuiet(t, r.jobRun, r.tokens...)
 
 			// The after_script takes the job-private AWS files away.
-			if a := runAfterScript(t, r); a.code != 0 {
+			if a := runAfterScript(t, "bash", r); a.code != 0 {
 				t.Errorf("after_script: exit %d %s", a.code, a.stderr)
 			}
 			if _, err := os.Stat(filepath.Dir(cfgFile)); !os.IsNotExist(err) {
@@ -409,7 +424,7 @@ func TestGitLabComponentUnderGitlabCILocal(t *testing.T) {
 	e := newEnv(t)
 	tok := sign(t, e.gl, "gitlab-protected-deploy", nil)
 
-	repo := t.TempDir()
+	repo, tmp := t.TempDir(), t.TempDir()
 	src, err := os.ReadFile(componentPath(t))
 	if err != nil {
 		t.Fatal(err)
@@ -444,7 +459,7 @@ deploy:
 	glciRun := func() result {
 		cmd := exec.Command(node, glci, "--shell-executor-no-image", "--variable", "FERRY_ID_TOKEN="+tok, "--variable", "FERRY_JSON=sed", "deploy")
 		cmd.Dir = repo
-		cmd.Env = append(os.Environ(), "HOME="+repo)
+		cmd.Env = append(os.Environ(), "HOME="+repo, "TMPDIR="+tmp)
 		return run(t, cmd)
 	}
 

@@ -57,6 +57,9 @@ func runJob(t *testing.T, shell string, pathDirs []string, vars ...string) jobRu
 	cmd.Env = append([]string{
 		"PATH=" + path,
 		"HOME=" + tmp,
+		// The job's own temporary space: the release files go there, not
+		// into the machine's /tmp.
+		"TMPDIR=" + tmp,
 		"CI=true",
 		"GITLAB_CI=true",
 		"CI_SERVER_URL=https://gitlab.example.com",
@@ -256,7 +259,7 @@ func TestGitLabScriptKeepsSecretsOutOfATracedLog(t *testing.T) {
 	// CI_DEBUG_TRACE runs the job under set -x; the script turns tracing
 	// off while credentials are in variables and back on after.
 	cmd := exec.Command(sh, "-c", `set -x; . "$1"; case $- in *x*) echo "xtrace restored";; esac`, "job", gitlabScript(t))
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "FERRY_URL=" + e.broker.URL, "FERRY_POLICY=gl-deploy", "FERRY_ID_TOKEN=" + tok, "FERRY_CLIENT=curl"}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + t.TempDir(), "FERRY_URL=" + e.broker.URL, "FERRY_POLICY=gl-deploy", "FERRY_ID_TOKEN=" + tok, "FERRY_CLIENT=curl"}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
@@ -278,50 +281,87 @@ FERRY_AWS_PROFILE=$FERRY_COMPONENT_AWS_PROFILE FERRY_DURATION=$FERRY_COMPONENT_D
 FERRY_CLIENT=$FERRY_COMPONENT_CLIENT FERRY_MAX_ATTEMPTS=$FERRY_COMPONENT_MAX_ATTEMPTS
 `
 
-// TestGitLabTemplateInlinesTheScript keeps the before_script of the older
-// template and of the component identical to ferry-credentials.sh, the
-// file to edit: an include brings in YAML only, so both carry the text.
+// componentReleasePrefix is the same for the after_script and
+// ferry-release.sh.
+const componentReleasePrefix = "FERRY_RELEASE=$FERRY_COMPONENT_RELEASE FERRY_CLIENT=$FERRY_COMPONENT_CLIENT FERRY_MAX_ATTEMPTS=$FERRY_COMPONENT_MAX_ATTEMPTS\n"
+
+// gitlabReleaseScript is the path of the script the after_scripts inline.
+func gitlabReleaseScript(t *testing.T) string {
+	t.Helper()
+	return filepath.Join(repoRoot(t), "actions", "gitlab", "ferry-release.sh")
+}
+
+// rewriteBlock replaces the literal block of `  KEY:\n    - |\n` in a
+// template with text, indented as the block is.
+func rewriteBlock(data, key, text string) (string, error) {
+	marker := "  " + key + ":\n    - |\n"
+	head, rest, ok := strings.Cut(data, marker)
+	if !ok {
+		return "", fmt.Errorf("no %q to rewrite after", marker)
+	}
+	// The block runs to the first non-blank line indented less than it.
+	lines := strings.SplitAfter(rest, "\n")
+	end := len(lines)
+	for i, l := range lines {
+		if strings.TrimSpace(l) != "" && !strings.HasPrefix(l, "      ") {
+			end = i
+			break
+		}
+	}
+	var b strings.Builder
+	b.WriteString(head + marker)
+	for _, line := range strings.SplitAfter(text, "\n") {
+		if strings.TrimSpace(line) != "" {
+			b.WriteString("      ")
+		}
+		b.WriteString(line)
+	}
+	b.WriteString(strings.Join(lines[end:], ""))
+	return b.String(), nil
+}
+
+// TestGitLabTemplateInlinesTheScript keeps the before_script and
+// after_script of the older template and of the component identical to
+// ferry-credentials.sh and ferry-release.sh, the files to edit: an include
+// brings in YAML only, so both carry the text.
 func TestGitLabTemplateInlinesTheScript(t *testing.T) {
 	dir := filepath.Join(repoRoot(t), "actions", "gitlab")
 	script, err := os.ReadFile(gitlabScript(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := []struct{ path, job, prefix string }{
-		{filepath.Join(dir, "ferry.gitlab-ci.yml"), ".ferry", ""},
-		{filepath.Join(dir, "templates", "credentials.yml"), ".ferry-credentials", componentPrefix},
+	release, err := os.ReadFile(gitlabReleaseScript(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := []struct{ path, job, before, after string }{
+		{filepath.Join(dir, "ferry.gitlab-ci.yml"), ".ferry", string(script), string(release)},
+		{filepath.Join(dir, "templates", "credentials.yml"), ".ferry-credentials", componentPrefix + string(script), componentReleasePrefix + string(release)},
 	}
 	for _, f := range files {
 		data, err := os.ReadFile(f.path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		// FERRY_UPDATE_TEMPLATE=1 rewrites the before_script from the
-		// script; the before_script is the last key of the job.
+		// FERRY_UPDATE_TEMPLATE=1 rewrites both blocks from the scripts.
 		if os.Getenv("FERRY_UPDATE_TEMPLATE") == "1" {
-			marker := "  before_script:\n    - |\n"
-			head, _, ok := strings.Cut(string(data), marker)
-			if !ok {
-				t.Fatalf("%s has no %q to rewrite after", f.path, marker)
-			}
-			var b strings.Builder
-			b.WriteString(head + marker)
-			for _, line := range strings.SplitAfter(f.prefix+string(script), "\n") {
-				if strings.TrimSpace(line) != "" {
-					b.WriteString("      ")
+			text := string(data)
+			for key, body := range map[string]string{"before_script": f.before, "after_script": f.after} {
+				if text, err = rewriteBlock(text, key, body); err != nil {
+					t.Fatalf("%s: %v", f.path, err)
 				}
-				b.WriteString(line)
 			}
-			if err := os.WriteFile(f.path, []byte(b.String()), 0o644); err != nil {
+			if err := os.WriteFile(f.path, []byte(text), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			data = []byte(b.String())
+			data = []byte(text)
 		}
 		type hiddenJob struct {
 			IDTokens map[string]struct {
 				Aud any `yaml:"aud"`
 			} `yaml:"id_tokens"`
 			BeforeScript []string `yaml:"before_script"`
+			AfterScript  []string `yaml:"after_script"`
 		}
 		// The component is two documents (header, configuration); the
 		// template one. The job is in the last.
@@ -344,9 +384,12 @@ func TestGitLabTemplateInlinesTheScript(t *testing.T) {
 		if _, ok := job.IDTokens["FERRY_ID_TOKEN"]; !ok {
 			t.Errorf("%s: %s declares no FERRY_ID_TOKEN id_token", f.path, f.job)
 		}
-		if len(job.BeforeScript) != 1 || job.BeforeScript[0] != f.prefix+string(script) {
-			t.Errorf("%s: %s's before_script is not ferry-credentials.sh verbatim; edit the script, then run\n"+
-				"  FERRY_UPDATE_TEMPLATE=1 go test ./actions -run TestGitLabTemplateInlinesTheScript", f.path, f.job)
+		const update = "edit the script, then run\n  FERRY_UPDATE_TEMPLATE=1 go test ./actions -run TestGitLabTemplateInlinesTheScript"
+		if len(job.BeforeScript) != 1 || job.BeforeScript[0] != f.before {
+			t.Errorf("%s: %s's before_script is not ferry-credentials.sh verbatim; %s", f.path, f.job, update)
+		}
+		if len(job.AfterScript) != 1 || job.AfterScript[0] != f.after {
+			t.Errorf("%s: %s's after_script is not ferry-release.sh verbatim; %s", f.path, f.job, update)
 		}
 	}
 }

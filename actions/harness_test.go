@@ -91,6 +91,25 @@ grant:
     service_account: deploy@acme-prod.iam.gserviceaccount.com
     duration: 10m
     scopes: [https://www.googleapis.com/auth/cloud-platform]
+-- gh-checkout.yaml --
+issuer: github
+match:
+  repository: acme/app
+  repository_id: "892345671"
+  ref: refs/heads/main
+grant:
+  github:
+    permissions: {contents: read}
+-- gl-github.yaml --
+issuer: gitlab
+match:
+  project_path: group/app
+  project_id: 4242
+grant:
+  github:
+    owner: acme
+    repositories: [app]
+    permissions: {contents: read}
 -- gl-deploy.yaml --
 issuer: gitlab
 match:

@@ -12,9 +12,12 @@
 #         (auto | jq | sed, for curl), FERRY_MAX_ATTEMPTS (default 3).
 # Exports the variables `ferry exchange --format env` prints (AWS_ACCESS_KEY_ID,
 #         AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_CREDENTIAL_EXPIRATION;
-#         CLOUDSDK_AUTH_ACCESS_TOKEN, GOOGLE_OAUTH_ACCESS_TOKEN; or FERRY_TOKEN),
-#         with an env-prefix in front when one is given; an aws-profile goes
-#         into a job-private AWS_CONFIG_FILE instead.
+#         CLOUDSDK_AUTH_ACCESS_TOKEN, GOOGLE_OAUTH_ACCESS_TOKEN; GH_TOKEN; or
+#         FERRY_TOKEN), with an env-prefix in front when one is given; an
+#         aws-profile goes into a job-private AWS_CONFIG_FILE instead.
+# Leaves what release at the job's end needs (ferry-release.sh, the
+#         after_script) where `ferry exchange` leaves it: one 0600 file a
+#         credential in ${TMPDIR:-/tmp}/ferry-release-UID/job-$CI_JOB_ID/.
 # POSIX sh: it runs in bash, dash and busybox ash images alike.
 ferry_credentials() {
   # Tracing (CI_DEBUG_TRACE, set -x) would print every credential: switch it
@@ -259,8 +262,89 @@ ferry_obtain() {
     return 0
   fi
   ferry_curl "$ferry_p" "$ferry_d" || return 1
+  ferry_save_release "$ferry_p"
   ferry_set "ferry_answer_$1" "$ferry_body"
   ferry_body=
+}
+
+# ferry_save_release POLICY leaves what the after_script needs to release
+# the credential in $ferry_body: the file `ferry exchange` would write (see
+# ferry-release.sh). A failure only warns: the credential is the job's
+# either way, and it expires by itself.
+ferry_save_release() {
+  ferry_rid=$(ferry_field request_id)
+  ferry_rtok=$(ferry_field release_token)
+  [ -n "$ferry_rtok" ] || return 0 # a broker from before release at job end
+  ferry_rexp=$(ferry_field expires_at)
+  ferry_rpres=
+  # The credential itself only for the kind whose provider ends it only
+  # when shown it (GitHub).
+  if ferry_has github; then ferry_rpres=$(ferry_field github.token); fi
+  ferry_why=
+  case $ferry_rid in '' | *[!A-Za-z0-9_-]*) ferry_why="its request id cannot name a file" ;; esac
+  case $ferry_rtok in *[!A-Za-z0-9_-]*) ferry_why="its release token has characters this script does not write" ;; esac
+  case $ferry_rpres in *[!A-Za-z0-9_]*) ferry_why="its GitHub token has characters this script does not write" ;; esac
+  case $ferry_rexp in *[!0-9A-Za-z:.+-]*) ferry_rexp= ;; esac
+  if [ -z "$ferry_why" ]; then
+    if [ -n "${RUNNER_TEMP:-}" ]; then
+      ferry_rdir="${RUNNER_TEMP%/}/ferry-release"
+    else
+      case ${TMPDIR:-/tmp} in /*) ;; *) ferry_why="TMPDIR is not an absolute path" ;; esac
+      ferry_rjob=local
+      case ${CI_JOB_ID:-} in '' | *[!A-Za-z0-9_-]*) ;; *) ferry_rjob="job-$CI_JOB_ID" ;; esac
+      ferry_rdir="${TMPDIR:-/tmp}"
+      ferry_rdir="${ferry_rdir%/}/ferry-release-$(id -u)/$ferry_rjob"
+    fi
+    for ferry_ws in "${CI_PROJECT_DIR:-}" "${CI_BUILDS_DIR:-}"; do
+      case $ferry_ws in '') continue ;; esac
+      case $ferry_rdir/ in "${ferry_ws%/}"/*) ferry_why="$ferry_rdir is inside $ferry_ws, which artifacts and caches may upload; set TMPDIR outside it" ;; esac
+    done
+  fi
+  if [ -z "$ferry_why" ]; then
+    (umask 077 && mkdir -p "$ferry_rdir") 2>/dev/null || ferry_why="cannot create $ferry_rdir"
+  fi
+  if [ -z "$ferry_why" ]; then
+    ferry_ls=$(ls -ldn "$ferry_rdir" 2>/dev/null)
+    case $ferry_ls in d???------*) ;; *) ferry_why="$ferry_rdir is open to other users or not a directory" ;; esac
+    if [ -L "$ferry_rdir" ] || [ "$(printf '%s\n' "$ferry_ls" | awk '{print $3}')" != "$(id -u)" ]; then
+      ferry_why="$ferry_rdir is a symlink or another user's"
+    fi
+  fi
+  if [ -z "$ferry_why" ]; then
+    ferry_rtmp=$(mktemp "$ferry_rdir/.pending-XXXXXX" 2>/dev/null) || ferry_why="cannot write into $ferry_rdir"
+  fi
+  if [ -z "$ferry_why" ]; then
+    # Written whole, then renamed into place: the after_script never reads
+    # half a file. Every value was checked against a character set that
+    # needs no JSON escaping.
+    if {
+      printf '{"version":1,"url":"%s","policy":"%s","request_id":"%s","release_token":"%s"' "$FERRY_URL" "$1" "$ferry_rid" "$ferry_rtok"
+      if [ -n "$ferry_rexp" ]; then printf ',"expires_at":"%s"' "$ferry_rexp"; fi
+      if [ -n "$ferry_rpres" ]; then printf ',"token":"%s"' "$ferry_rpres"; fi
+      printf '}\n'
+    } >"$ferry_rtmp" && chmod 600 "$ferry_rtmp" && mv "$ferry_rtmp" "$ferry_rdir/$ferry_rid.json"; then
+      :
+    else
+      rm -f "$ferry_rtmp"
+      ferry_why="cannot write into $ferry_rdir"
+    fi
+  fi
+  ferry_rtok= ferry_rpres=
+  if [ -n "$ferry_why" ]; then
+    printf 'Ferry: warning: the after_script will not find request %s to release it: %s\n' "${ferry_rid:-?}" "$ferry_why" >&2
+  fi
+  return 0
+}
+
+# ferry_has KEY: the answer in $ferry_body has a top-level object KEY. (A
+# JSON string cannot hold "KEY": with its quotes unescaped, so the sed
+# reading cannot be fooled by a value.)
+ferry_has() {
+  if [ "$ferry_json" = jq ]; then
+    printf '%s' "$ferry_body" | jq -e ".$1 | type == \"object\"" >/dev/null 2>&1
+    return
+  fi
+  printf '%s' "$ferry_body" | grep "\"$1\"[[:space:]]*:[[:space:]]*{" >/dev/null
 }
 
 # ferry_deliver I exports entry I's credential, or writes its profile.
@@ -304,6 +388,12 @@ ferry_deliver() {
     if [ -n "$ferry_v1" ]; then
       export "${ferry_e}CLOUDSDK_AUTH_ACCESS_TOKEN=$ferry_v1" "${ferry_e}GOOGLE_OAUTH_ACCESS_TOKEN=$ferry_v1"
       ferry_names="${ferry_e}CLOUDSDK_AUTH_ACCESS_TOKEN ${ferry_e}GOOGLE_OAUTH_ACCESS_TOKEN"
+    elif ferry_has github; then
+      # Before token: without jq, token.token would also read github's.
+      ferry_v1=$(ferry_field github.token)
+      [ -n "$ferry_v1" ] || { ferry_fail "the broker's github answer lacks its token"; return 1; }
+      export "${ferry_e}GH_TOKEN=$ferry_v1"
+      ferry_names="${ferry_e}GH_TOKEN"
     else
       ferry_v1=$(ferry_field token.token)
       [ -n "$ferry_v1" ] || { ferry_fail "the broker answered 200 without a credential this script knows"; return 1; }
@@ -438,7 +528,7 @@ ferry_curl() {
 # ferry_clear forgets every credential held in a variable of the script's
 # own: the exported ones are the job's now, nothing else keeps a copy.
 ferry_clear() {
-  ferry_body= ferry_out= ferry_resp= ferry_v1= ferry_v2= ferry_v3= ferry_v4=
+  ferry_body= ferry_out= ferry_resp= ferry_v1= ferry_v2= ferry_v3= ferry_v4= ferry_rtok= ferry_rpres=
   ferry_i=1
   while [ "$ferry_i" -le "${ferry_n:-0}" ]; do
     ferry_set "ferry_answer_$ferry_i" ""

@@ -28,7 +28,13 @@ func (r cachedRequest) refresh(cache string, stderr io.Writer) *client.Refresh {
 			return client.NextToken(ctx, os.Getenv, r.tokenFile, r.audience, nil, spent)
 		},
 		Exchange: func(ctx context.Context, token string) (*client.Result, error) {
-			return c.Exchange(ctx, client.ExchangeRequest{Policy: r.policy, Token: token, Duration: r.duration})
+			res, err := c.Exchange(ctx, client.ExchangeRequest{Policy: r.policy, Token: token, Duration: r.duration})
+			if err == nil {
+				// Every credential a profile obtains, the first and each
+				// refresh, is one for `ferry release` to end at job end.
+				saveRelease(r.url, res, stderr)
+			}
+			return res, err
 		},
 		Warn: func(msg string) { fmt.Fprintf(stderr, "ferry exchange: %s\n", msg) },
 	}

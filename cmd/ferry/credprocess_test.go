@@ -73,7 +73,12 @@ func TestExchangeAWSProfileRefreshesWithoutReplayingAGitLabToken(t *testing.T) {
 	cfgFile := filepath.Join(dir, "config")
 	cache := filepath.Join(dir, "ferry-deploy.cache.json")
 	job := append(sts.Env(), "GITLAB_CI=true", "FERRY_ID_TOKEN="+tok1, "AWS_CONFIG_FILE="+cfgFile,
-		"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "AWS_SESSION_TOKEN=", "ACTIONS_ID_TOKEN_REQUEST_URL=")
+		"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "AWS_SESSION_TOKEN=", "ACTIONS_ID_TOKEN_REQUEST_URL=",
+		"TMPDIR="+dir, "CI_JOB_ID=77", "RUNNER_TEMP=")
+	releaseDir, err := client.ReleaseDir(func(k string) string { return map[string]string{"TMPDIR": dir, "CI_JOB_ID": "77"}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	r := runBin(t, job, "exchange", "--url", srv.URL, "--policy", "gitlab-deploy", "--aws-profile", "deploy")
 	if r.code != 0 || r.stdout != "" || !strings.Contains(r.stderr, "into profile deploy") {
@@ -127,6 +132,11 @@ func TestExchangeAWSProfileRefreshesWithoutReplayingAGitLabToken(t *testing.T) {
 	}
 	if a, d := auditDecisions(t, auditPath); a != 2 || d != 0 {
 		t.Errorf("audit after the refresh: %d allows, %d denies; want 2, 0", a, d)
+	}
+	// The profile's first credential and its refresh are both left for
+	// `ferry release` at the job's end.
+	if files, err := client.PendingReleases(releaseDir); err != nil || len(files) != 2 {
+		t.Errorf("release files after the refresh: %v (err %v), want the first credential's and the refresh's", files, err)
 	}
 
 	// Expired, and every token spent: a clear failure, still no replay.

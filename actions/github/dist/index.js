@@ -28570,7 +28570,7 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("util");
 /***/ ((__webpack_module__, __unused_webpack___webpack_exports__, __nccwpck_require__) => {
 
 __nccwpck_require__.a(__webpack_module__, async (__webpack_handle_async_dependencies__, __webpack_async_result__) => { try {
-/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(4265);
+/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(2121);
 // Entry point bundled into dist/index.js; the runner runs it with node.
 
 
@@ -28581,7 +28581,7 @@ __webpack_async_result__();
 
 /***/ }),
 
-/***/ 4265:
+/***/ 2121:
 /***/ ((__unused_webpack___webpack_module__, __webpack_exports__, __nccwpck_require__) => {
 
 
@@ -28589,6 +28589,8 @@ __webpack_async_result__();
 __nccwpck_require__.d(__webpack_exports__, {
   e: () => (/* binding */ run)
 });
+
+// UNUSED EXPORTS: newClient
 
 ;// CONCATENATED MODULE: external "node:fs"
 const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
@@ -31543,6 +31545,7 @@ function getIDToken(aud) {
 //# sourceMappingURL=core.js.map
 ;// CONCATENATED MODULE: ./src/broker.js
 // Talking to a Ferry broker: POST /v1/exchange, with bounded retries.
+// (POST /v1/release, at the job's end, is release.js, on the same rules.)
 // Nothing here logs a token or a credential; callers mask before printing.
 // No imports: the HTTP client is passed in, so `node --test` runs the unit
 // tests of this file without node_modules.
@@ -31589,8 +31592,13 @@ function broker_checkBrokerURL(raw) {
 // exchangeURL joins the broker's base URL (which may have a path, when the
 // broker sits behind a prefix) with the API path.
 function broker_exchangeURL(base) {
+  return apiURL(base, '/v1/exchange');
+}
+
+// apiURL joins base and one of the broker's API paths.
+function apiURL(base, apiPath) {
   const u = new URL(base.href);
-  u.pathname = u.pathname.replace(/\/+$/, '') + '/v1/exchange';
+  u.pathname = u.pathname.replace(/\/+$/, '') + apiPath;
   return u.href;
 }
 
@@ -31796,6 +31804,9 @@ function plan(res, { region = '', outputCredentials = false, maskAccountID = fal
     throw new Error('result carries no credential');
   }
   outputs.push(['credential-type', kind]);
+  // The release token ends the credential early (the post step keeps it in
+  // its state, never in an output or the environment): masked like it.
+  secrets.push(res.release_token);
   return { kind, secrets: secrets.filter(Boolean), env, outputs, summary };
 }
 
@@ -32115,12 +32126,15 @@ function unexpired(entry, now) {
 }
 
 // newEntry turns a checked broker result with an aws grant into a cache
-// entry. history keeps the non-secret ids of every credential this cache
-// has held, for the post step (and, later, release at job end).
+// entry. history keeps every credential this cache has held, for the post
+// step: its non-secret ids, and the release token that ends it at the job's
+// end (a secret, as is the whole file: 0600 in a 0700 directory).
 function newEntry(res, now, previous) {
   const a = res.aws;
   const history = previous?.policy === res.policy && Array.isArray(previous.history) ? previous.history.slice(-50) : [];
-  history.push({ request_id: res.request_id ?? '', access_key_id: a.access_key_id, expiration: a.expiration });
+  const h = { request_id: res.request_id ?? '', access_key_id: a.access_key_id, expiration: a.expiration };
+  if (res.release_token) h.release_token = res.release_token;
+  history.push(h);
   return {
     version: CACHE_VERSION,
     policy: res.policy,
@@ -32148,7 +32162,7 @@ function credentialProcessJSON(a) {
 function readCache(file) {
   let text;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = external_node_fs_namespaceObject.readFileSync(file, 'utf8');
   } catch (e) {
     if (e.code === 'ENOENT') return null;
     throw new Error(`read credential cache ${file}: ${e.message}`);
@@ -32287,7 +32301,9 @@ async function credentialProcess({ cfg, env, client, log, now = Date.now, sleep 
       }
       throw e;
     }
-    const next = cache.newEntry(res, now(), held);
+    // The cache keeps the refresh's release token for the post step, unless
+    // the step was told not to release.
+    const next = cache.newEntry(cfg.release === false ? { ...res, release_token: undefined } : res, now(), held);
     cache.writeCache(cfg.cache, next);
     return next.credential;
   }, { now, sleep });
@@ -32295,11 +32311,11 @@ async function credentialProcess({ cfg, env, client, log, now = Date.now, sleep 
 
 ;// CONCATENATED MODULE: ./src/cleanup.js
 // The post step: at the job's end, take back what the main step handed
-// out. Every variable it exported is set to empty for the steps that still
-// run (other actions' post steps), and its profiles, profile configs and
-// credential caches are deleted from RUNNER_TEMP. The credentials
-// themselves expire by themselves; each one the step or a later refresh
-// obtained is named in the log with its request id and expiry.
+// out. First every credential the step or a later refresh obtained is
+// released at the broker (release.js; post.js runs it), then every
+// variable the step exported is set to empty for the steps that still run
+// (other actions' post steps), and its profiles, profile configs and
+// credential caches are deleted from RUNNER_TEMP.
 
 
 
@@ -32325,36 +32341,50 @@ function parseState(raw) {
 
 // issuedCredentials lists every credential the step handed out: the ones
 // the main step got, and every refresh that an aws-profile's
-// credential_process made since (from each cache's history).
+// credential_process made since (from each cache's history). Each carries
+// what release needs, when the step kept it: release_token, and token for
+// kinds whose provider must be shown the credential (github). Those two
+// are secrets: the caller masks them and never prints them.
 function issuedCredentials(st) {
-  const out = st.credentials.map(c => ({ ...c }));
+  const releases = new Map((st.releases ?? []).map(r => [r.request_id, r]));
+  const out = st.credentials.map(c => {
+    const r = releases.get(c.request_id);
+    return { ...c, release_token: r?.release_token ?? '', token: r?.token ?? '' };
+  });
   const known = new Set(out.map(c => c.request_id));
   for (const f of st.files.filter(f => f.endsWith('.cache.json'))) {
     let entry = null;
     try {
-      entry = cache.readCache(f);
+      entry = readCache(f);
     } catch {
       // unreadable: the ids it held are lost, the credentials still expire
     }
     for (const h of entry?.history ?? []) {
       if (h.request_id && !known.has(h.request_id)) {
         known.add(h.request_id);
-        out.push({ policy: entry.policy, request_id: h.request_id, type: 'aws', expiration: h.expiration, destination: 'a refresh' });
+        out.push({
+          policy: entry.policy, request_id: h.request_id, type: 'aws', expiration: h.expiration, destination: 'a refresh',
+          release_token: h.release_token ?? '', token: '',
+        });
       }
     }
   }
   return out;
 }
 
-// cleanup undoes the main step. exportVariable and log come from
-// @actions/core (passed in so tests can run this without a runner).
-function cleanup(st, { exportVariable, log }) {
-  const issued = issuedCredentials(st);
-  // Release at the job's end (POST /v1/release, one call per entry of
-  // issued) belongs here, before the caches that name them are deleted.
+// leftToExpire names each credential that is not released (the release
+// input is false), with when it expires.
+function leftToExpire(issued, log) {
   for (const c of issued) {
     log(`Ferry: the ${c.type} credential of policy ${JSON.stringify(c.policy)} (request ${c.request_id}, ${c.destination}) expires by itself at ${c.expiration}.`);
   }
+}
+
+// cleanup undoes the main step's hand-out, once its credentials have been
+// released (the caches name the refreshes to release, so they go after).
+// exportVariable and log come from @actions/core (passed in so tests can
+// run this without a runner).
+function cleanup(st, { exportVariable, log }) {
 
   let removed = 0;
   if (st.config_file && st.profiles.length) {
@@ -32373,7 +32403,129 @@ function cleanup(st, { exportVariable, log }) {
   }
   for (const name of st.env) exportVariable(name, '');
   log(`Ferry: cleared ${st.env.length} variable(s)${st.env.length ? ` (${st.env.join(', ')})` : ''} and removed ${removed} profile(s) and ${st.files.length} file(s)${st.dir ? ` from ${path.basename(st.dir)}` : ''}.`);
-  return issued;
+}
+
+;// CONCATENATED MODULE: ./src/release.js
+// Release at the job's end: POST /v1/release for every credential the step
+// handed out, so that it stops working when the job is done instead of
+// when its lifetime runs out. The same transport rules as the exchange
+// (https, or http to loopback; no redirect; a bounded number of tries on
+// 429, 502, 503 and network errors). A release that fails is a warning,
+// never a failed job: the credential still expires by itself.
+//
+// Only broker.js is imported (it imports nothing), so `node --test` runs
+// the tests of this file without node_modules.
+
+
+
+// What may pass on another try: the broker's rate limit, a provider that
+// failed to end the credential (GitHub down: nothing was marked, the
+// contract says try again), the broker's store unreachable.
+const release_RETRYABLE = new Set([429, 502, 503]);
+
+// How long all the releases of one post step may spend waiting between
+// tries. Each credential gets at least one try whatever is left.
+const RELEASE_BUDGET_MS = 60_000;
+
+// releaseBody is what POST /v1/release takes: the credential itself only
+// for kinds whose provider ends it only when shown it (github).
+function releaseBody(r) {
+  const body = { request_id: r.request_id, release_token: r.release_token };
+  if (r.token) body.token = r.token;
+  return JSON.stringify(body);
+}
+
+// releaseOne ends one credential and returns the broker's answer
+// ({request_id, released, revoked, detail}), or throws saying why not.
+// Nothing it throws or logs carries the release token or the credential.
+async function releaseOne({ client, url, release, maxAttempts, log, sleep, deadline = Infinity, now = Date.now }) {
+  const body = releaseBody(release);
+  let lastErr;
+  for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+    let wait = null;
+    try {
+      const res = await postOnce(client, url, body);
+      if (res.status === 200) {
+        let parsed;
+        try {
+          parsed = JSON.parse(res.text);
+        } catch {
+          parsed = null;
+        }
+        if (!parsed || parsed.released !== true) throw new Error('the broker answered 200 with a body that is not a release');
+        return parsed;
+      }
+      if (res.status >= 300 && res.status < 400) {
+        throw new Error(`the broker answered HTTP ${res.status} (a redirect); the release token is not sent on to another address`);
+      }
+      const err = parseError(res.status, res.text);
+      if (!release_RETRYABLE.has(res.status)) throw err;
+      lastErr = err;
+      wait = parseRetryAfter(res.headers['retry-after']);
+    } catch (e) {
+      if (e instanceof BrokerError || !isTransportError(e)) throw e;
+      // A release is idempotent: trying again after a lost answer is safe.
+      lastErr = new Error(`cannot reach the broker: ${e.message}`);
+    }
+    if (attempt === maxAttempts) break;
+    if (wait === null) wait = Math.min(2 ** (attempt - 1), MAX_WAIT_SECONDS);
+    if (wait > MAX_WAIT_SECONDS) {
+      throw new Error(`${lastErr.message}; the broker asks to retry after ${wait}s, longer than this step waits (${MAX_WAIT_SECONDS}s)`);
+    }
+    if (now() + wait * 1000 > deadline) {
+      throw new Error(`${lastErr.message}; no time left to try again (the post step spends at most ${RELEASE_BUDGET_MS / 1000}s waiting)`);
+    }
+    log(`Ferry: releasing request ${release.request_id}: ${lastErr.message}; retrying in ${wait}s (attempt ${attempt + 1} of ${maxAttempts})`);
+    await sleep(wait * 1000);
+  }
+  throw lastErr;
+}
+
+// oneLine keeps a broker's words on one line of the job's log.
+function oneLine(s) {
+  return String(s ?? '').replace(/\s+/g, ' ').trim();
+}
+
+function what(c) {
+  return `the ${c.type} credential of policy ${JSON.stringify(c.policy)} (request ${c.request_id}${c.destination ? `, ${c.destination}` : ''})`;
+}
+
+// releaseAll releases each credential of issued (see cleanup.js's
+// issuedCredentials) at the broker baseURL, one after the other, and says
+// what became of each: info for a release, warn for a failure. It returns
+// how many were released and how many failed; it never throws.
+async function releaseAll({ client, baseURL, issued, maxAttempts = 3, info, warn, sleep, now = Date.now, budgetMs = RELEASE_BUDGET_MS }) {
+  const out = { released: 0, failed: 0 };
+  let url = '';
+  let urlErr = null;
+  try {
+    url = apiURL(broker_checkBrokerURL(baseURL), '/v1/release');
+  } catch (e) {
+    urlErr = e;
+  }
+  const deadline = now() + budgetMs;
+  for (const c of issued) {
+    if (!c.release_token) {
+      info(`Ferry: ${what(c)} has no release token (a broker from before release at job end); it expires by itself at ${c.expiration}.`);
+      continue;
+    }
+    try {
+      if (urlErr) throw urlErr;
+      const res = await releaseOne({ client, url, release: c, maxAttempts, log: warn, sleep, deadline, now });
+      out.released++;
+      // The broker's detail says what became of it (ended at the provider,
+      // left to expire, expired already) and until when.
+      const detail = oneLine(res.detail);
+      let how = res.revoked ? ': it no longer works' : '';
+      if (detail) how += ` (${detail})`;
+      else if (!res.revoked) how += `; it expires by itself at ${c.expiration}`;
+      info(`Ferry: released ${what(c)}${how}.`);
+    } catch (e) {
+      out.failed++;
+      warn(`Ferry: could not release ${what(c)}: ${oneLine(e instanceof Error ? e.message : e)}; it expires by itself at ${c.expiration}.`);
+    }
+  }
+  return out;
 }
 
 ;// CONCATENATED MODULE: ./src/main.js
@@ -32382,7 +32534,10 @@ function cleanup(st, { exportVariable, log }) {
 // profile whose credential_process refreshes it — for one policy or a
 // list. Every secret is masked before anything else touches it, a failure
 // says what the broker said and never the token, and nothing is exported
-// unless every exchange of the step succeeded.
+// unless every exchange of the step succeeded. What release at the job's
+// end needs (each credential's release token) goes into the step's state
+// for the post step, never into an output or the environment.
+
 
 
 
@@ -32430,6 +32585,7 @@ function inputs() {
     exportEnv: boolInput('export-env', true),
     outputCredentials: boolInput('output-credentials', false),
     maskAccountID: boolInput('mask-aws-account-id', false),
+    release: boolInput('release', true),
   };
 }
 
@@ -32498,17 +32654,29 @@ function destination(e, single) {
   return single ? '' : 'the default variables';
 }
 
+// releaseRecord is what the post step needs to release one credential:
+// its request id, its release token and, for kinds whose provider ends a
+// credential only when shown it (github), the credential.
+function releaseRecord(res) {
+  const r = { request_id: res.request_id ?? '', release_token: res.release_token ?? '' };
+  if (res.github) r.token = res.github.token;
+  return r;
+}
+
 async function run() {
   const tokens = [];
+  let inp = null;
+  let client = null;
+  const granted = [];
+  let saved = false;
   try {
-    const inp = inputs();
+    inp = inputs();
     runnerFiles();
     const setup = profileSetup(inp.entries);
 
     // Every exchange first: a refusal of the second policy must not leave
     // the first one's credential half handed out.
-    const client = newClient();
-    const granted = [];
+    client = newClient();
     for (const e of inp.entries) {
       const res = await broker_exchange({
         client,
@@ -32540,7 +32708,10 @@ async function run() {
       exportVariable(name, value);
       exported.push(name);
     };
-    const state = { version: STATE_VERSION, env: exported, credentials: [], dir: '', config_file: '', profiles: [], files: [] };
+    const state = {
+      version: STATE_VERSION, env: exported, credentials: [], dir: '', config_file: '', profiles: [], files: [],
+      url: inp.url.href, release: inp.release, max_attempts: inp.maxAttempts, releases: [],
+    };
 
     if (setup) {
       const now = Date.now();
@@ -32554,9 +32725,10 @@ async function run() {
           duration: f.entry.duration,
           max_attempts: inp.maxAttempts,
           cache: f.cache,
+          release: inp.release,
         };
         external_node_fs_namespaceObject.writeFileSync(f.config, JSON.stringify(cfg, null, 2) + '\n', { mode: 0o600 });
-        writeCache(f.cache, newEntry(g.res, now, null));
+        writeCache(f.cache, newEntry(inp.release ? g.res : { ...g.res, release_token: undefined }, now, null));
         state.files.push(f.config, f.cache);
       }
       upsertProfiles(setup.configFile, setup.files.map(f => ({
@@ -32587,6 +32759,7 @@ async function run() {
         expiration: g.plan.outputs.find(([n]) => n === 'expiration')?.[1] ?? '',
         destination: destination(g.entry, inp.single) || 'environment',
       });
+      if (inp.release) state.releases.push(releaseRecord(g.res));
     }
     state.env = [...new Set(exported)];
 
@@ -32601,6 +32774,7 @@ async function run() {
     }
     setOutput('credentials', JSON.stringify(state.credentials));
     saveState(STATE_KEY, JSON.stringify(state));
+    saved = true;
 
     for (const [i, g] of granted.entries()) {
       const c = state.credentials[i];
@@ -32621,7 +32795,23 @@ async function run() {
     // even where masking is off (a local run, a log shipped elsewhere).
     for (const t of tokens) if (t) msg = msg.split(t).join('***');
     setFailed(`Ferry: ${msg}`);
+    // Credentials obtained for a step that then failed were handed to no
+    // one, and no post step will know of them: end them now.
+    if (!saved && granted.length && inp?.release) await releaseUnused(inp, client, granted);
   }
+}
+
+async function releaseUnused(inp, client, granted) {
+  const st = {
+    credentials: granted.map(g => ({ policy: g.res.policy ?? g.entry.policy, request_id: g.res.request_id ?? '', type: g.plan.kind,
+      expiration: g.plan.outputs.find(([n]) => n === 'expiration')?.[1] ?? '', destination: 'not handed out' })),
+    releases: granted.map(g => releaseRecord(g.res)),
+    files: [],
+  };
+  await releaseAll({
+    client, baseURL: inp.url.href, issued: issuedCredentials(st), maxAttempts: inp.maxAttempts,
+    info: msg => info(msg), warn: msg => warning(msg), sleep: ms => new Promise(resolve => setTimeout(resolve, ms)),
+  });
 }
 
 

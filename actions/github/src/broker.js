@@ -1,4 +1,5 @@
 // Talking to a Ferry broker: POST /v1/exchange, with bounded retries.
+// (POST /v1/release, at the job's end, is release.js, on the same rules.)
 // Nothing here logs a token or a credential; callers mask before printing.
 // No imports: the HTTP client is passed in, so `node --test` runs the unit
 // tests of this file without node_modules.
@@ -45,8 +46,13 @@ export function checkBrokerURL(raw) {
 // exchangeURL joins the broker's base URL (which may have a path, when the
 // broker sits behind a prefix) with the API path.
 export function exchangeURL(base) {
+  return apiURL(base, '/v1/exchange');
+}
+
+// apiURL joins base and one of the broker's API paths.
+export function apiURL(base, apiPath) {
   const u = new URL(base.href);
-  u.pathname = u.pathname.replace(/\/+$/, '') + '/v1/exchange';
+  u.pathname = u.pathname.replace(/\/+$/, '') + apiPath;
   return u.href;
 }
 
@@ -80,7 +86,7 @@ export class BrokerError extends Error {
   }
 }
 
-function parseError(status, body) {
+export function parseError(status, body) {
   try {
     const e = JSON.parse(body);
     if (e && typeof e.error === 'string' && e.error) {
@@ -115,7 +121,7 @@ export function checkResult(res) {
   return kinds[0];
 }
 
-async function postOnce(client, url, body) {
+export async function postOnce(client, url, body) {
   const res = await client.post(url, body, { 'Content-Type': 'application/json', Accept: 'application/json' });
   const text = await res.readBody();
   if (text.length > MAX_BODY) {
@@ -170,6 +176,6 @@ export async function exchange({ client, url, policy, duration, getToken, maxAtt
 
 // isTransportError tells network failures (worth another try) from our own
 // errors (not).
-function isTransportError(e) {
+export function isTransportError(e) {
   return Boolean(e && (e.code || /socket|timeout|ECONN|EAI_AGAIN|network/i.test(String(e.message))));
 }

@@ -52,12 +52,15 @@ export function unexpired(entry, now) {
 }
 
 // newEntry turns a checked broker result with an aws grant into a cache
-// entry. history keeps the non-secret ids of every credential this cache
-// has held, for the post step (and, later, release at job end).
+// entry. history keeps every credential this cache has held, for the post
+// step: its non-secret ids, and the release token that ends it at the job's
+// end (a secret, as is the whole file: 0600 in a 0700 directory).
 export function newEntry(res, now, previous) {
   const a = res.aws;
   const history = previous?.policy === res.policy && Array.isArray(previous.history) ? previous.history.slice(-50) : [];
-  history.push({ request_id: res.request_id ?? '', access_key_id: a.access_key_id, expiration: a.expiration });
+  const h = { request_id: res.request_id ?? '', access_key_id: a.access_key_id, expiration: a.expiration };
+  if (res.release_token) h.release_token = res.release_token;
+  history.push(h);
   return {
     version: CACHE_VERSION,
     policy: res.policy,

@@ -1,9 +1,9 @@
 // The post step: at the job's end, take back what the main step handed
-// out. Every variable it exported is set to empty for the steps that still
-// run (other actions' post steps), and its profiles, profile configs and
-// credential caches are deleted from RUNNER_TEMP. The credentials
-// themselves expire by themselves; each one the step or a later refresh
-// obtained is named in the log with its request id and expiry.
+// out. First every credential the step or a later refresh obtained is
+// released at the broker (release.js; post.js runs it), then every
+// variable the step exported is set to empty for the steps that still run
+// (other actions' post steps), and its profiles, profile configs and
+// credential caches are deleted from RUNNER_TEMP.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -29,9 +29,16 @@ export function parseState(raw) {
 
 // issuedCredentials lists every credential the step handed out: the ones
 // the main step got, and every refresh that an aws-profile's
-// credential_process made since (from each cache's history).
+// credential_process made since (from each cache's history). Each carries
+// what release needs, when the step kept it: release_token, and token for
+// kinds whose provider must be shown the credential (github). Those two
+// are secrets: the caller masks them and never prints them.
 export function issuedCredentials(st) {
-  const out = st.credentials.map(c => ({ ...c }));
+  const releases = new Map((st.releases ?? []).map(r => [r.request_id, r]));
+  const out = st.credentials.map(c => {
+    const r = releases.get(c.request_id);
+    return { ...c, release_token: r?.release_token ?? '', token: r?.token ?? '' };
+  });
   const known = new Set(out.map(c => c.request_id));
   for (const f of st.files.filter(f => f.endsWith('.cache.json'))) {
     let entry = null;
@@ -43,22 +50,29 @@ export function issuedCredentials(st) {
     for (const h of entry?.history ?? []) {
       if (h.request_id && !known.has(h.request_id)) {
         known.add(h.request_id);
-        out.push({ policy: entry.policy, request_id: h.request_id, type: 'aws', expiration: h.expiration, destination: 'a refresh' });
+        out.push({
+          policy: entry.policy, request_id: h.request_id, type: 'aws', expiration: h.expiration, destination: 'a refresh',
+          release_token: h.release_token ?? '', token: '',
+        });
       }
     }
   }
   return out;
 }
 
-// cleanup undoes the main step. exportVariable and log come from
-// @actions/core (passed in so tests can run this without a runner).
-export function cleanup(st, { exportVariable, log }) {
-  const issued = issuedCredentials(st);
-  // Release at the job's end (POST /v1/release, one call per entry of
-  // issued) belongs here, before the caches that name them are deleted.
+// leftToExpire names each credential that is not released (the release
+// input is false), with when it expires.
+export function leftToExpire(issued, log) {
   for (const c of issued) {
     log(`Ferry: the ${c.type} credential of policy ${JSON.stringify(c.policy)} (request ${c.request_id}, ${c.destination}) expires by itself at ${c.expiration}.`);
   }
+}
+
+// cleanup undoes the main step's hand-out, once its credentials have been
+// released (the caches name the refreshes to release, so they go after).
+// exportVariable and log come from @actions/core (passed in so tests can
+// run this without a runner).
+export function cleanup(st, { exportVariable, log }) {
 
   let removed = 0;
   if (st.config_file && st.profiles.length) {
@@ -77,5 +91,4 @@ export function cleanup(st, { exportVariable, log }) {
   }
   for (const name of st.env) exportVariable(name, '');
   log(`Ferry: cleared ${st.env.length} variable(s)${st.env.length ? ` (${st.env.join(', ')})` : ''} and removed ${removed} profile(s) and ${st.files.length} file(s)${st.dir ? ` from ${path.basename(st.dir)}` : ''}.`);
-  return issued;
 }

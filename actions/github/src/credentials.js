@@ -75,6 +75,9 @@ export function plan(res, { region = '', outputCredentials = false, maskAccountI
     throw new Error('result carries no credential');
   }
   outputs.push(['credential-type', kind]);
+  // The release token ends the credential early (the post step keeps it in
+  // its state, never in an output or the environment): masked like it.
+  secrets.push(res.release_token);
   return { kind, secrets: secrets.filter(Boolean), env, outputs, summary };
 }
 

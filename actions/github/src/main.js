@@ -3,7 +3,9 @@
 // profile whose credential_process refreshes it — for one policy or a
 // list. Every secret is masked before anything else touches it, a failure
 // says what the broker said and never the token, and nothing is exported
-// unless every exchange of the step succeeded.
+// unless every exchange of the step succeeded. What release at the job's
+// end needs (each credential's release token) goes into the step's state
+// for the post step, never into an output or the environment.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -15,14 +17,15 @@ import { entriesFromInputs, prefixed } from './targets.js';
 import * as awsconfig from './awsconfig.js';
 import * as cache from './cache.js';
 import { CONFIG_VERSION } from './refresh.js';
-import { STATE_KEY, STATE_VERSION } from './cleanup.js';
+import { STATE_KEY, STATE_VERSION, issuedCredentials } from './cleanup.js';
+import { releaseAll } from './release.js';
 
 const USER_AGENT = 'ferry-github-action/1';
 
 // newClient is an HTTP client that honours the runner's proxy settings
 // (https_proxy, no_proxy) and never follows a redirect: the body carries
 // the job's token and must reach the broker it was meant for.
-function newClient() {
+export function newClient() {
   return new HttpClient(USER_AGENT, [], { allowRedirects: false, allowRetries: false, socketTimeout: 30_000 });
 }
 
@@ -51,6 +54,7 @@ function inputs() {
     exportEnv: boolInput('export-env', true),
     outputCredentials: boolInput('output-credentials', false),
     maskAccountID: boolInput('mask-aws-account-id', false),
+    release: boolInput('release', true),
   };
 }
 
@@ -119,17 +123,29 @@ function destination(e, single) {
   return single ? '' : 'the default variables';
 }
 
+// releaseRecord is what the post step needs to release one credential:
+// its request id, its release token and, for kinds whose provider ends a
+// credential only when shown it (github), the credential.
+function releaseRecord(res) {
+  const r = { request_id: res.request_id ?? '', release_token: res.release_token ?? '' };
+  if (res.github) r.token = res.github.token;
+  return r;
+}
+
 export async function run() {
   const tokens = [];
+  let inp = null;
+  let client = null;
+  const granted = [];
+  let saved = false;
   try {
-    const inp = inputs();
+    inp = inputs();
     runnerFiles();
     const setup = profileSetup(inp.entries);
 
     // Every exchange first: a refusal of the second policy must not leave
     // the first one's credential half handed out.
-    const client = newClient();
-    const granted = [];
+    client = newClient();
     for (const e of inp.entries) {
       const res = await exchange({
         client,
@@ -161,7 +177,10 @@ export async function run() {
       core.exportVariable(name, value);
       exported.push(name);
     };
-    const state = { version: STATE_VERSION, env: exported, credentials: [], dir: '', config_file: '', profiles: [], files: [] };
+    const state = {
+      version: STATE_VERSION, env: exported, credentials: [], dir: '', config_file: '', profiles: [], files: [],
+      url: inp.url.href, release: inp.release, max_attempts: inp.maxAttempts, releases: [],
+    };
 
     if (setup) {
       const now = Date.now();
@@ -175,9 +194,10 @@ export async function run() {
           duration: f.entry.duration,
           max_attempts: inp.maxAttempts,
           cache: f.cache,
+          release: inp.release,
         };
         fs.writeFileSync(f.config, JSON.stringify(cfg, null, 2) + '\n', { mode: 0o600 });
-        cache.writeCache(f.cache, cache.newEntry(g.res, now, null));
+        cache.writeCache(f.cache, cache.newEntry(inp.release ? g.res : { ...g.res, release_token: undefined }, now, null));
         state.files.push(f.config, f.cache);
       }
       awsconfig.upsertProfiles(setup.configFile, setup.files.map(f => ({
@@ -208,6 +228,7 @@ export async function run() {
         expiration: g.plan.outputs.find(([n]) => n === 'expiration')?.[1] ?? '',
         destination: destination(g.entry, inp.single) || 'environment',
       });
+      if (inp.release) state.releases.push(releaseRecord(g.res));
     }
     state.env = [...new Set(exported)];
 
@@ -222,6 +243,7 @@ export async function run() {
     }
     core.setOutput('credentials', JSON.stringify(state.credentials));
     core.saveState(STATE_KEY, JSON.stringify(state));
+    saved = true;
 
     for (const [i, g] of granted.entries()) {
       const c = state.credentials[i];
@@ -242,5 +264,21 @@ export async function run() {
     // even where masking is off (a local run, a log shipped elsewhere).
     for (const t of tokens) if (t) msg = msg.split(t).join('***');
     core.setFailed(`Ferry: ${msg}`);
+    // Credentials obtained for a step that then failed were handed to no
+    // one, and no post step will know of them: end them now.
+    if (!saved && granted.length && inp?.release) await releaseUnused(inp, client, granted);
   }
+}
+
+async function releaseUnused(inp, client, granted) {
+  const st = {
+    credentials: granted.map(g => ({ policy: g.res.policy ?? g.entry.policy, request_id: g.res.request_id ?? '', type: g.plan.kind,
+      expiration: g.plan.outputs.find(([n]) => n === 'expiration')?.[1] ?? '', destination: 'not handed out' })),
+    releases: granted.map(g => releaseRecord(g.res)),
+    files: [],
+  };
+  await releaseAll({
+    client, baseURL: inp.url.href, issued: issuedCredentials(st), maxAttempts: inp.maxAttempts,
+    info: msg => core.info(msg), warn: msg => core.warning(msg), sleep: ms => new Promise(resolve => setTimeout(resolve, ms)),
+  });
 }

@@ -54,7 +54,9 @@ export async function credentialProcess({ cfg, env, client, log, now = Date.now,
       }
       throw e;
     }
-    const next = cache.newEntry(res, now(), held);
+    // The cache keeps the refresh's release token for the post step, unless
+    // the step was told not to release.
+    const next = cache.newEntry(cfg.release === false ? { ...res, release_token: undefined } : res, now(), held);
     cache.writeCache(cfg.cache, next);
     return next.credential;
   }, { now, sleep });

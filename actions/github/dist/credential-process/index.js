@@ -29427,6 +29427,7 @@ __nccwpck_require__.d(__webpack_exports__, {
 const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
 ;// CONCATENATED MODULE: ./src/broker.js
 // Talking to a Ferry broker: POST /v1/exchange, with bounded retries.
+// (POST /v1/release, at the job's end, is release.js, on the same rules.)
 // Nothing here logs a token or a credential; callers mask before printing.
 // No imports: the HTTP client is passed in, so `node --test` runs the unit
 // tests of this file without node_modules.
@@ -29473,8 +29474,13 @@ function checkBrokerURL(raw) {
 // exchangeURL joins the broker's base URL (which may have a path, when the
 // broker sits behind a prefix) with the API path.
 function exchangeURL(base) {
+  return apiURL(base, '/v1/exchange');
+}
+
+// apiURL joins base and one of the broker's API paths.
+function apiURL(base, apiPath) {
   const u = new URL(base.href);
-  u.pathname = u.pathname.replace(/\/+$/, '') + '/v1/exchange';
+  u.pathname = u.pathname.replace(/\/+$/, '') + apiPath;
   return u.href;
 }
 
@@ -29661,12 +29667,15 @@ function unexpired(entry, now) {
 }
 
 // newEntry turns a checked broker result with an aws grant into a cache
-// entry. history keeps the non-secret ids of every credential this cache
-// has held, for the post step (and, later, release at job end).
+// entry. history keeps every credential this cache has held, for the post
+// step: its non-secret ids, and the release token that ends it at the job's
+// end (a secret, as is the whole file: 0600 in a 0700 directory).
 function newEntry(res, now, previous) {
   const a = res.aws;
   const history = previous?.policy === res.policy && Array.isArray(previous.history) ? previous.history.slice(-50) : [];
-  history.push({ request_id: res.request_id ?? '', access_key_id: a.access_key_id, expiration: a.expiration });
+  const h = { request_id: res.request_id ?? '', access_key_id: a.access_key_id, expiration: a.expiration };
+  if (res.release_token) h.release_token = res.release_token;
+  history.push(h);
   return {
     version: CACHE_VERSION,
     policy: res.policy,
@@ -29872,7 +29881,9 @@ async function credentialProcess({ cfg, env, client, log, now = Date.now, sleep 
       }
       throw e;
     }
-    const next = newEntry(res, now(), held);
+    // The cache keeps the refresh's release token for the post step, unless
+    // the step was told not to release.
+    const next = newEntry(cfg.release === false ? { ...res, release_token: undefined } : res, now(), held);
     writeCache(cfg.cache, next);
     return next.credential;
   }, { now, sleep });
