@@ -33,6 +33,17 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// `ferry exchange` leaves release files in the job's temp directory;
+	// outside a CI job that is TMPDIR, which this package's runs must not
+	// share with the machine.
+	tmp := filepath.Join(dir, "tmp")
+	if err = os.Mkdir(tmp, 0o700); err == nil {
+		err = os.Setenv("TMPDIR", tmp)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/ferry-broker/ferry/internal/client"
 )
@@ -142,5 +143,9 @@ func saveRelease(brokerURL string, res *client.Result, stderr io.Writer) {
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "ferry exchange: warning: `ferry release` will not find request %s: %v\n", res.RequestID, err)
+		return
+	}
+	if _, err := client.DropExpired(dir, time.Now()); err != nil {
+		fmt.Fprintf(stderr, "ferry exchange: warning: clearing expired release files: %v\n", err)
 	}
 }

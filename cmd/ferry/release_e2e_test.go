@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 
+	"github.com/ferry-broker/ferry/internal/client"
 	"github.com/ferry-broker/ferry/internal/testsupport/ferryproc"
 	"github.com/ferry-broker/ferry/internal/testsupport/moto"
 	"github.com/ferry-broker/ferry/internal/testsupport/redisserver"
@@ -153,11 +155,20 @@ func TestReleaseAtJobEndThroughTheBinary(t *testing.T) {
 	srv := startServe(t, ferryproc.Config(t, writeReleasePolicies(t), gh.URL(), gl.URL(), auditPath), nil)
 	j := newJob(t)
 
-	// 1. ferry exchange leaves a private file for ferry release.
+	// 1. ferry exchange leaves a private file for ferry release, and clears
+	// the files of credentials that have expired since an earlier one.
+	stale, err := client.SaveRelease(j.releaseDir(), srv.URL, &client.Result{RequestID: "01JSTALE", Policy: "artifacts",
+		ReleaseToken: "stale-release-token", ExpiresAt: time.Now().Add(-time.Minute)}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ciToken := writeToken(t, gh, "github-push-main", nil)
 	got := j.exchange(t, srv, "artifacts", ciToken)
 	if got.ReleaseToken == "" || got.Token == nil {
 		t.Fatalf("exchange answer lacks release_token or token: %+v", got)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the release file of an expired credential is still there: %v", err)
 	}
 	file := filepath.Join(j.releaseDir(), got.RequestID+".json")
 	fi, err := os.Stat(file)

@@ -198,6 +198,30 @@ func PendingReleases(dir string) ([]string, error) {
 	return out, nil
 }
 
+// DropExpired removes the release files in dir whose credentials expired
+// before now: those ended by themselves and a release can no longer end
+// them. Outside CI nothing empties the directory at job end, so each
+// `ferry exchange` clears what earlier ones left. Files it cannot read are
+// left for `ferry release` to report. It returns how many it removed.
+func DropExpired(dir string, now time.Time) (int, error) {
+	files, err := PendingReleases(dir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, path := range files {
+		rf, err := ReadRelease(path)
+		if err != nil || rf.ExpiresAt.IsZero() || rf.ExpiresAt.After(now) {
+			continue
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return n, fmt.Errorf("remove expired release file: %w", err)
+		}
+		n++
+	}
+	return n, nil
+}
+
 // ReadRelease reads one release file, refusing one that others could have
 // written or that is not what SaveRelease writes.
 func ReadRelease(path string) (*ReleaseFile, error) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -108,6 +109,44 @@ func TestSaveReleaseWritesAPrivateFileThatReadsBack(t *testing.T) {
 	files, err := PendingReleases(dir)
 	if err != nil || len(files) != 2 || filepath.Base(files[0]) != "01JGITHUB.json" {
 		t.Errorf("PendingReleases = %v, %v", files, err)
+	}
+}
+
+func TestDropExpiredRemovesOnlyCredentialsThatEndedByThemselves(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ferry-release")
+	now := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	for id, exp := range map[string]time.Time{
+		"01JEXPIRED": now.Add(-time.Minute),
+		"01JATNOW":   now,
+		"01JLIVE":    now.Add(time.Minute),
+	} {
+		res := testResult()
+		res.RequestID, res.ExpiresAt = id, exp
+		if _, err := SaveRelease(dir, "https://ferry.example.com", res, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Not a release file: never touched.
+	if err := os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n, err := DropExpired(dir, now)
+	if err != nil || n != 2 {
+		t.Fatalf("DropExpired = %d, %v; want 2 removed", n, err)
+	}
+	files, _ := PendingReleases(dir)
+	var left []string
+	for _, f := range files {
+		left = append(left, filepath.Base(f))
+	}
+	if want := []string{"01JLIVE.json"}; !slices.Equal(left, want) {
+		t.Errorf("left %v, want %v", left, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "notes.txt")); err != nil {
+		t.Errorf("a file that is not a release file went: %v", err)
+	}
+	if n, err := DropExpired(filepath.Join(dir, "missing"), now); err != nil || n != 0 {
+		t.Errorf("a missing directory: %d, %v", n, err)
 	}
 }
 
