@@ -30,7 +30,7 @@ type scenario struct {
 }
 
 var allScenarios = []scenario{
-	{"deny", "refused on a claim: verify, policy, audit (fsync), nothing minted", "deploy", "memory", false, http.StatusForbidden},
+	{"deny", "refused on a claim: verify, policy, audit, nothing minted", "deploy", "memory", false, http.StatusForbidden},
 	{"token", "allowed, Ferry-signed ES256 token: verify, policy, replay, sign, audit", "artifacts", "memory", true, http.StatusOK},
 	{"aws", "allowed, AWS credentials from an in-memory STS", "cloud", "memory", true, http.StatusOK},
 	{"token-redis", "the token scenario with replay.store: redis", "artifacts", "redis", true, http.StatusOK},
@@ -173,6 +173,11 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	tw.Flush()
 
 	fmt.Fprintln(w, "\nmedians over rounds (ratio = ferry req/s ÷ bare req/s in the same round):")
+	if o.audit == "stdout" {
+		fmt.Fprintln(w, "  audit log to stdout: no fsync")
+	} else {
+		fmt.Fprintln(w, "  audit log to a file, fsynced before each answer")
+	}
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	var failed []string
 	var memoryToken, redisToken, deny, deny10k float64
