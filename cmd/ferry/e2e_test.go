@@ -375,6 +375,9 @@ func TestDemoRunsEndToEnd(t *testing.T) {
 		"pull_request_target",
 		"hash chain intact",
 		"AWS_ENDPOINT_URL is not set",
+		"released and revoked",
+		"after:  /v1/introspect says active=false",
+		`"decision":"release"`,
 	} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("demo output lacks %q", want)

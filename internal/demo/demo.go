@@ -7,12 +7,14 @@ package demo
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -149,7 +151,11 @@ func Run(ctx context.Context, o Options) (err error) {
 	p.line("Loaded but not served here: a GCP grant needs Google credentials (ADC or workload")
 	p.line("identity federation, see deploy/gcp). The tests mint through the real IAM Credentials")
 	p.line("client against an in-process server: go test ./internal/mint/gcpiam ./internal/exchange")
-	if err := d.allowToken(ctx); err != nil {
+	minted, err := d.allowToken(ctx)
+	if err != nil {
+		return err
+	}
+	if err := d.releaseAtJobEnd(ctx, minted); err != nil {
 		return err
 	}
 	if err := d.refusals(ctx); err != nil {
@@ -209,39 +215,39 @@ func (d *run) allowAWS(ctx context.Context, endpoint string) error {
 	return nil
 }
 
-func (d *run) allowToken(ctx context.Context) error {
+func (d *run) allowToken(ctx context.Context) (*client.Result, error) {
 	d.p.step("Allowed: acme/app on main → policy ci-artifacts (Ferry-signed token)")
 	tok, err := d.sign(d.gh, "github-push-main", nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	res, err := d.c.Exchange(ctx, client.ExchangeRequest{Policy: "ci-artifacts", Token: tok})
 	if err != nil {
-		return fmt.Errorf("demo: ci-artifacts should be allowed: %w", err)
+		return nil, fmt.Errorf("demo: ci-artifacts should be allowed: %w", err)
 	}
 	if res.Token == nil {
-		return errors.New("demo: ci-artifacts answered without a token")
+		return nil, errors.New("demo: ci-artifacts answered without a token")
 	}
 	d.p.ok("minted a token for request %s, expiring %s", res.RequestID, res.ExpiresAt.Format(time.RFC3339))
 
 	// Verify it as a relying party would: discovery and JWKS from the broker.
 	provider, err := oidc.NewProvider(ctx, d.broker)
 	if err != nil {
-		return fmt.Errorf("demo: discover the broker's keys: %w", err)
+		return nil, fmt.Errorf("demo: discover the broker's keys: %w", err)
 	}
 	var audience string
 	set, err := parseUnverifiedAudience(res.Token.Token)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	audience = set
 	idt, err := provider.Verifier(&oidc.Config{ClientID: audience}).Verify(ctx, res.Token.Token)
 	if err != nil {
-		return fmt.Errorf("demo: the broker's own token does not verify: %w", err)
+		return nil, fmt.Errorf("demo: the broker's own token does not verify: %w", err)
 	}
 	var extra map[string]any
 	if err := idt.Claims(&extra); err != nil {
-		return fmt.Errorf("demo: %w", err)
+		return nil, fmt.Errorf("demo: %w", err)
 	}
 	d.p.ok("verified with go-oidc against %s/.well-known/openid-configuration", d.broker)
 	d.p.line("iss %s", idt.Issuer)
@@ -252,7 +258,57 @@ func (d *run) allowToken(ctx context.Context) error {
 			d.p.line("%-3s %v", k, v)
 		}
 	}
+	return res, nil
+}
+
+// releaseAtJobEnd does what the Action's post step and the GitLab
+// template's after_script do when the job ends, and shows a relying party
+// finding the token dead through introspection.
+func (d *run) releaseAtJobEnd(ctx context.Context, minted *client.Result) error {
+	d.p.step("The job ends: its post step releases the token (POST /v1/release)")
+	active, err := d.introspect(ctx, minted.Token.Token)
+	if err != nil {
+		return err
+	}
+	d.p.line("before: /v1/introspect says active=%t", active)
+	rel, err := d.c.Release(ctx, client.ReleaseRequest{RequestID: minted.RequestID, ReleaseToken: minted.ReleaseToken})
+	if err != nil {
+		return fmt.Errorf("demo: release request %s: %w", minted.RequestID, err)
+	}
+	if !rel.Released || !rel.Revoked {
+		return fmt.Errorf("demo: release of request %s answered released=%t revoked=%t: %s", minted.RequestID, rel.Released, rel.Revoked, rel.Detail)
+	}
+	d.p.ok("request %s released and revoked: %s", rel.RequestID, rel.Detail)
+	if active, err = d.introspect(ctx, minted.Token.Token); err != nil {
+		return err
+	}
+	if active {
+		return errors.New("demo: a released token still introspects active")
+	}
+	d.p.line("after:  /v1/introspect says active=%t, minutes before the token's own expiry", active)
 	return nil
+}
+
+// introspect asks the broker whether a Ferry-signed token is still good,
+// as a relying party that honours release does.
+func (d *run) introspect(ctx context.Context, token string) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.broker+"/v1/introspect", strings.NewReader(url.Values{"token": {token}}.Encode()))
+	if err != nil {
+		return false, fmt.Errorf("demo: introspect: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false, fmt.Errorf("demo: introspect: %w", err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Active bool `json:"active"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("demo: introspect: HTTP %d: %v", resp.StatusCode, err)
+	}
+	return out.Active, nil
 }
 
 func (d *run) refusals(ctx context.Context) error {
