@@ -22,7 +22,7 @@ import (
 	"github.com/ferry-broker/ferry/internal/client"
 	"github.com/ferry-broker/ferry/internal/testsupport/ferryproc"
 	"github.com/ferry-broker/ferry/internal/testsupport/moto"
-	"github.com/ferry-broker/ferry/internal/testsupport/redisserver"
+	"github.com/ferry-broker/ferry/internal/testsupport/redisproc"
 )
 
 // releasePolicies are the policies of the release tests: a Ferry token,
@@ -377,11 +377,11 @@ func TestReleaseDeniesTheAWSSessionThroughTheBinary(t *testing.T) {
 func TestReleaseOnOneReplicaIsSeenByAnother(t *testing.T) {
 	t.Parallel()
 	gh, gl := startIssuers(t)
-	redis := redisserver.Start(t)
+	redis := redisproc.Start(t)
 	dir := writeReleasePolicies(t)
 	auditA := filepath.Join(t.TempDir(), "audit.log")
 	// One config, one signing key, two brokers: replicas.
-	cfg := ferryproc.Config(t, dir, gh.URL(), gl.URL(), auditA) + "replay:\n  store: redis\n  redis_url: " + redis.URL + "\n"
+	cfg := ferryproc.Config(t, dir, gh.URL(), gl.URL(), auditA) + "replay:\n  store: redis\n  redis_url: " + redis.URL() + "\n"
 	a := startServe(t, cfg, nil)
 	b := startServe(t, strings.Replace(cfg, auditA, filepath.Join(t.TempDir(), "audit.log"), 1), nil)
 

@@ -31,7 +31,7 @@ import (
 	"github.com/ferry-broker/ferry/internal/replay"
 	"github.com/ferry-broker/ferry/internal/testsupport/gcpfake"
 	"github.com/ferry-broker/ferry/internal/testsupport/issuers"
-	"github.com/ferry-broker/ferry/internal/testsupport/redisserver"
+	"github.com/ferry-broker/ferry/internal/testsupport/redisproc"
 )
 
 // replica is one broker of a release test, over real loopback HTTP with
@@ -482,14 +482,14 @@ func TestIntrospectAnswersRFC7662(t *testing.T) {
 }
 
 func TestReleaseOnOneReplicaIsSeenByTheOthers(t *testing.T) {
-	srv := redisserver.Start(t)
+	srv := redisproc.Start(t)
 	gh, gl := issuers.Start(t)
 	key, err := tokensign.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
 	newStore := func() replay.Store {
-		s, err := replay.NewRedis(context.Background(), srv.URL)
+		s, err := replay.NewRedis(context.Background(), srv.URL())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/ferry-broker/ferry/internal/testsupport/redisproc"
 )
 
 var (
@@ -193,7 +195,7 @@ func TestMemoryRecords(t *testing.T) {
 }
 
 func TestRedisRecords(t *testing.T) {
-	srv := startRedis(t)
+	srv := redisproc.Start(t)
 	runRecordCases(t, func(t *testing.T) recordHarness {
 		r := newRedisStore(t, srv)
 		if err := r.client.FlushDB(context.Background()).Err(); err != nil {
@@ -233,7 +235,7 @@ func TestMemoryRecordsAndClaimsAreApartAndBounded(t *testing.T) {
 }
 
 func TestRedisRecordKeysAreHashedUnderTheirOwnPrefix(t *testing.T) {
-	srv := startRedis(t)
+	srv := redisproc.Start(t)
 	r := newRedisStore(t, srv)
 	ctx := context.Background()
 	key := "release\x00grant\x0001JABC"
@@ -244,7 +246,7 @@ func TestRedisRecordKeysAreHashedUnderTheirOwnPrefix(t *testing.T) {
 	if ok, err := r.Claim(ctx, key, expiry); !ok || err != nil {
 		t.Fatalf("Claim of the same key text = %v, %v; want true: claims and records are apart", ok, err)
 	}
-	raw := redis.NewClient(&redis.Options{Addr: srv.addr})
+	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer raw.Close()
 	sum := sha256.Sum256([]byte(key))
 	want := "ferry:record:" + hex.EncodeToString(sum[:])
@@ -269,11 +271,11 @@ func TestRedisRecordKeysAreHashedUnderTheirOwnPrefix(t *testing.T) {
 }
 
 func TestRedisRecordsFailClosedWhenTheServerGoesAway(t *testing.T) {
-	srv := startRedis(t)
+	srv := redisproc.Start(t)
 	r := newRedisStore(t, srv)
 	ctx := context.Background()
 	mustPut(t, recordHarness{store: r, now: time.Now}, "before", "v", time.Now().Add(time.Minute), true)
-	srv.stop()
+	srv.Stop()
 	if ok, err := r.Put(ctx, "after", []byte("v"), time.Now().Add(time.Minute)); ok || err == nil {
 		t.Errorf("Put with the server gone = %v, %v", ok, err)
 	}

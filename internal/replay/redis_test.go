@@ -4,75 +4,19 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"net"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/ferry-broker/ferry/internal/testsupport/redisproc"
 )
 
-// redisServer is a real redis-server on a free loopback port, run for one
-// test and killed at its end.
-type redisServer struct {
-	addr string
-	cmd  *exec.Cmd
-}
-
-func startRedis(t *testing.T) *redisServer {
+func newRedisStore(t *testing.T, s *redisproc.Server) *Redis {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("redis-server not installed: CI must install it (apt-get install -y redis-server)")
-		}
-		t.Skip("redis-server not installed; install it to run the Redis store tests")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	s := &redisServer{addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd}
-	t.Cleanup(s.stop)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", s.addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return s
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server did not listen on %s: %v\n%s", s.addr, err, out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (s *redisServer) url() string { return "redis://" + s.addr + "/0" }
-
-// stop kills the server and waits for it; stopping twice is harmless.
-func (s *redisServer) stop() {
-	if s.cmd.ProcessState != nil {
-		return
-	}
-	s.cmd.Process.Kill()
-	s.cmd.Wait()
-}
-
-func newRedisStore(t *testing.T, s *redisServer) *Redis {
-	t.Helper()
-	r, err := NewRedis(context.Background(), s.url())
+	r, err := NewRedis(context.Background(), s.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +25,7 @@ func newRedisStore(t *testing.T, s *redisServer) *Redis {
 }
 
 func TestRedis(t *testing.T) {
-	srv := startRedis(t)
+	srv := redisproc.Start(t)
 	runStoreCases(t, func(t *testing.T) harness {
 		r := newRedisStore(t, srv)
 		if err := r.client.FlushDB(context.Background()).Err(); err != nil {
@@ -92,7 +36,7 @@ func TestRedis(t *testing.T) {
 }
 
 func TestRedisKeysAreHashedUnderThePrefixWithTheExpiry(t *testing.T) {
-	srv := startRedis(t)
+	srv := redisproc.Start(t)
 	r := newRedisStore(t, srv)
 	ctx := context.Background()
 	key := "deploy-prod|jti with spaces\nand a newline"
@@ -100,7 +44,7 @@ func TestRedisKeysAreHashedUnderThePrefixWithTheExpiry(t *testing.T) {
 	if ok, err := r.Claim(ctx, key, expiry); !ok || err != nil {
 		t.Fatalf("Claim = %v, %v", ok, err)
 	}
-	raw := redis.NewClient(&redis.Options{Addr: srv.addr})
+	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer raw.Close()
 	keys, err := raw.Keys(ctx, "*").Result()
 	if err != nil {
@@ -121,13 +65,13 @@ func TestRedisKeysAreHashedUnderThePrefixWithTheExpiry(t *testing.T) {
 }
 
 func TestRedisFailsClosedWhenTheServerGoesAway(t *testing.T) {
-	srv := startRedis(t)
+	srv := redisproc.Start(t)
 	r := newRedisStore(t, srv)
 	ctx := context.Background()
 	if ok, err := r.Claim(ctx, "before", time.Now().Add(time.Minute)); !ok || err != nil {
 		t.Fatalf("Claim while up = %v, %v", ok, err)
 	}
-	srv.stop()
+	srv.Stop()
 	ok, err := r.Claim(ctx, "after", time.Now().Add(time.Minute))
 	if err == nil || ok {
 		t.Errorf("Claim with the server gone = %v, %v; want false and an error", ok, err)
