@@ -67,7 +67,35 @@ func (c *Client) Exchange(ctx context.Context, req ExchangeRequest) (*Result, er
 	if err != nil {
 		return nil, fmt.Errorf("encode request: %w", err)
 	}
-	endpoint, err := brokerEndpoint(c.BaseURL)
+	data, err := c.call(ctx, brokerCall{op: "exchange", path: "/v1/exchange", secret: "the token", body: body})
+	if err != nil {
+		return nil, err
+	}
+	var res Result
+	if err := json.Unmarshal(data, &res); err != nil {
+		return nil, fmt.Errorf("exchange: broker answered 200 with a body that is not a result: %w", err)
+	}
+	if res.AWS == nil && res.GCP == nil && res.Token == nil && res.GitHub == nil {
+		// Any JSON object decodes; a 200 from something that is not a
+		// Ferry broker must not pass for a credential.
+		return nil, errors.New("exchange: broker answered 200 with no aws, gcp, token or github credential")
+	}
+	return &res, nil
+}
+
+// brokerCall is one POST to the broker: the operation that names its
+// errors, the path under BaseURL, what secret the body carries (for the
+// redirect refusal) and the body.
+type brokerCall struct {
+	op, path, secret string
+	body             []byte
+}
+
+// call sends k, retrying what may pass (429, 502, 503, a dropped
+// connection) with backoff, and returns the body of the 200 answer. A
+// refusal is an *APIError.
+func (c *Client) call(ctx context.Context, k brokerCall) ([]byte, error) {
+	endpoint, err := brokerEndpoint(c.BaseURL, k.path)
 	if err != nil {
 		return nil, err
 	}
@@ -76,24 +104,19 @@ func (c *Client) Exchange(ctx context.Context, req ExchangeRequest) (*Result, er
 		attempts = 3
 	}
 	var last error
-	for i := 0; i < attempts; i++ {
-		res, wait, err := c.post(ctx, endpoint, body)
+	for i := range attempts {
+		data, wait, err := c.post(ctx, endpoint, k)
 		if err == nil {
-			return res, nil
+			return data, nil
 		}
 		last = err
-		if wait < 0 {
-			return nil, err
+		if wait < 0 || i == attempts-1 {
+			break
 		}
 		if wait == 0 {
 			wait = time.Duration(1<<i) * time.Second
 		}
-		if max := c.maxWait(); wait > max {
-			wait = max
-		}
-		if i == attempts-1 {
-			break
-		}
+		wait = min(wait, c.maxWait())
 		select {
 		case <-ctx.Done():
 			return nil, errors.Join(last, ctx.Err())
@@ -110,9 +133,10 @@ func (c *Client) maxWait() time.Duration {
 	return 10 * time.Second
 }
 
-// brokerEndpoint is the exchange URL under base. The request carries the
-// job's token, so it goes only over TLS, or in the clear to this machine.
-func brokerEndpoint(base string) (string, error) {
+// brokerEndpoint is path under base. Every request carries a secret (the
+// job's token, a release token), so it goes only over TLS, or in the clear
+// to this machine.
+func brokerEndpoint(base, path string) (string, error) {
 	u, err := url.Parse(base)
 	if err != nil {
 		return "", fmt.Errorf("broker url %q: %w", base, err)
@@ -125,7 +149,7 @@ func brokerEndpoint(base string) (string, error) {
 	default:
 		return "", fmt.Errorf("broker url %q: the token is sent only over https (plain http only to localhost)", base)
 	}
-	return u.JoinPath("/v1/exchange").String(), nil
+	return u.JoinPath(path).String(), nil
 }
 
 func (c *Client) httpClient() *http.Client {
@@ -140,28 +164,29 @@ func (c *Client) httpClient() *http.Client {
 	}
 }
 
-// post makes one attempt. wait < 0 means the failure is final; otherwise it
-// is how long to back off (0: the default).
-func (c *Client) post(ctx context.Context, endpoint string, body []byte) (*Result, time.Duration, error) {
-	r, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
+// post makes one attempt and returns the 200 answer's body. wait < 0
+// means the failure is final; otherwise it is how long to back off (0: the
+// default).
+func (c *Client) post(ctx context.Context, endpoint string, k brokerCall) ([]byte, time.Duration, error) {
+	r, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(k.body))
 	if err != nil {
-		return nil, -1, fmt.Errorf("exchange: %w", err)
+		return nil, -1, fmt.Errorf("%s: %w", k.op, err)
 	}
 	r.Header.Set("Content-Type", "application/json")
 	resp, err := c.httpClient().Do(r)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, -1, fmt.Errorf("exchange: %w", err)
+			return nil, -1, fmt.Errorf("%s: %w", k.op, err)
 		}
-		return nil, 0, fmt.Errorf("exchange: %w", err)
+		return nil, 0, fmt.Errorf("%s: %w", k.op, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
-		return nil, 0, fmt.Errorf("exchange: read response: %w", err)
+		return nil, 0, fmt.Errorf("%s: read response: %w", k.op, err)
 	}
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		return nil, -1, fmt.Errorf("exchange: the broker answered HTTP %d redirecting to %q; the token is not sent on to another address: use the broker's own URL", resp.StatusCode, resp.Header.Get("Location"))
+		return nil, -1, fmt.Errorf("%s: the broker answered HTTP %d redirecting to %q; %s is not sent on to another address: use the broker's own URL", k.op, resp.StatusCode, resp.Header.Get("Location"), k.secret)
 	}
 	if resp.StatusCode != http.StatusOK {
 		apiErr := &APIError{Status: resp.StatusCode}
@@ -176,16 +201,7 @@ func (c *Client) post(ctx context.Context, endpoint string, body []byte) (*Resul
 		}
 		return nil, -1, apiErr
 	}
-	var res Result
-	if err := json.Unmarshal(data, &res); err != nil {
-		return nil, -1, fmt.Errorf("exchange: broker answered 200 with a body that is not a result: %w", err)
-	}
-	if res.AWS == nil && res.GCP == nil && res.Token == nil && res.GitHub == nil {
-		// Any JSON object decodes; a 200 from something that is not a
-		// Ferry broker must not pass for a credential.
-		return nil, -1, errors.New("exchange: broker answered 200 with no aws, gcp, token or github credential")
-	}
-	return &res, 0, nil
+	return data, 0, nil
 }
 
 // Env is the process environment, so tests can supply their own.

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -284,91 +282,13 @@ func (c *Client) Release(ctx context.Context, req ReleaseRequest) (*ReleaseResul
 	if err != nil {
 		return nil, fmt.Errorf("encode release: %w", err)
 	}
-	endpoint, err := releaseEndpoint(c.BaseURL)
+	data, err := c.call(ctx, brokerCall{op: "release", path: "/v1/release", secret: "the release token", body: body})
 	if err != nil {
 		return nil, err
 	}
-	attempts := c.Attempts
-	if attempts <= 0 {
-		attempts = 3
-	}
-	var last error
-	for i := range attempts {
-		res, wait, err := c.postRelease(ctx, endpoint, body)
-		if err == nil {
-			return res, nil
-		}
-		last = err
-		if wait < 0 || i == attempts-1 {
-			break
-		}
-		if wait == 0 {
-			wait = time.Duration(1<<i) * time.Second
-		}
-		wait = min(wait, c.maxWait())
-		select {
-		case <-ctx.Done():
-			return nil, errors.Join(last, ctx.Err())
-		case <-time.After(wait):
-		}
-	}
-	return nil, last
-}
-
-// releaseEndpoint is /v1/release under base, with the exchange's rule for
-// where secrets may be sent (https, or http to this machine).
-func releaseEndpoint(base string) (string, error) {
-	ep, err := brokerEndpoint(base)
-	if err != nil {
-		return "", err
-	}
-	u, err := url.Parse(ep)
-	if err != nil {
-		return "", fmt.Errorf("broker url %q: %w", base, err)
-	}
-	u.Path = strings.TrimSuffix(u.Path, "/v1/exchange") + "/v1/release"
-	u.RawPath = ""
-	return u.String(), nil
-}
-
-// postRelease makes one attempt. wait < 0 means the failure is final.
-func (c *Client) postRelease(ctx context.Context, endpoint string, body []byte) (*ReleaseResult, time.Duration, error) {
-	r, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
-	if err != nil {
-		return nil, -1, fmt.Errorf("release: %w", err)
-	}
-	r.Header.Set("Content-Type", "application/json")
-	resp, err := c.httpClient().Do(r)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, -1, fmt.Errorf("release: %w", err)
-		}
-		return nil, 0, fmt.Errorf("release: %w", err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return nil, 0, fmt.Errorf("release: read response: %w", err)
-	}
-	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		return nil, -1, fmt.Errorf("release: the broker answered HTTP %d redirecting to %q; the release token is not sent on to another address", resp.StatusCode, resp.Header.Get("Location"))
-	}
-	if resp.StatusCode != http.StatusOK {
-		apiErr := &APIError{Status: resp.StatusCode}
-		if json.Unmarshal(data, apiErr) != nil || apiErr.Code == "" {
-			apiErr.Code, apiErr.Description = "http_error", strings.TrimSpace(http.StatusText(resp.StatusCode))
-		}
-		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
-			apiErr.RetryAfter = time.Duration(s) * time.Second
-		}
-		if apiErr.retryable() {
-			return nil, apiErr.RetryAfter, apiErr
-		}
-		return nil, -1, apiErr
-	}
 	var res ReleaseResult
 	if err := json.Unmarshal(data, &res); err != nil || !res.Released {
-		return nil, -1, errors.New("release: the broker answered 200 with a body that is not a release")
+		return nil, errors.New("release: the broker answered 200 with a body that is not a release")
 	}
-	return &res, 0, nil
+	return &res, nil
 }
