@@ -20,6 +20,19 @@ import (
 	"github.com/ferry-broker/ferry/internal/testsupport/issuers"
 )
 
+// writeSigningKey writes a fresh ES256 key to path and returns it.
+func writeSigningKey(t *testing.T, path string) *tokensign.Key {
+	t.Helper()
+	key, err := tokensign.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tokensign.WriteKeyFile(path, key); err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
 // running is a broker served by Serve on a loopback port, as `ferry serve`
 // runs it, over the example policies and with a token signing key, so the
 // ci-artifacts policy mints.
@@ -30,19 +43,12 @@ type running struct {
 }
 
 // serveBroker starts a broker whose ferry.yaml is the common part plus
-// extra (top-level keys; audit.log in a temporary directory unless extra
-// says where), with minters given by kind replacing the
-// config's (gcp has none unless given).
+// extra (top-level keys; audit.log in a temporary directory and a fresh
+// token signing key unless extra has audit: or token:), with minters given
+// by kind replacing the config's (gcp has none unless given).
 func serveBroker(t *testing.T, gh, gl *devissuer.Issuer, extra string, minters map[string]grant.Minter) *running {
 	t.Helper()
 	dir := t.TempDir()
-	key, err := tokensign.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tokensign.WriteKeyFile(filepath.Join(dir, "signing.pem"), key); err != nil {
-		t.Fatal(err)
-	}
 	policies, err := filepath.Abs(filepath.Join("..", "..", "trustpolicies"))
 	if err != nil {
 		t.Fatal(err)
@@ -50,8 +56,11 @@ func serveBroker(t *testing.T, gh, gl *devissuer.Issuer, extra string, minters m
 	raw := "listen: 127.0.0.1:0\npolicies: " + policies + "\n" +
 		"issuers:\n" +
 		"  - {name: github, issuer: " + gh.URL() + ", audiences: [ferry]}\n" +
-		"  - {name: gitlab, issuer: " + gl.URL() + ", audiences: [ferry]}\n" +
-		"token: {issuer: https://ferry.example.com, signing_key: signing.pem}\n" + extra
+		"  - {name: gitlab, issuer: " + gl.URL() + ", audiences: [ferry]}\n" + extra
+	if !strings.Contains(extra, "token:") {
+		writeSigningKey(t, filepath.Join(dir, "signing.pem"))
+		raw += "token: {issuer: https://ferry.example.com, signing_key: signing.pem}\n"
+	}
 	if !strings.Contains(extra, "audit:") {
 		raw += "audit: {path: audit.log}\n"
 	}

@@ -1,21 +1,14 @@
 package broker_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ferry-broker/ferry/internal/broker"
-	"github.com/ferry-broker/ferry/internal/config"
-	"github.com/ferry-broker/ferry/internal/devissuer"
-	"github.com/ferry-broker/ferry/internal/grant"
-	"github.com/ferry-broker/ferry/internal/mint/gcpiam"
+	"github.com/ferry-broker/ferry/internal/testsupport/issuers"
 )
 
 // TestServeExposesIssuerKeyFreshness runs a broker with one issuer up and
@@ -23,51 +16,10 @@ import (
 // refetches) and real HTTP: /metrics shows each issuer's keys and failed
 // fetches, and /readyz stays 200 "degraded", naming the issuer that is down.
 func TestServeExposesIssuerKeyFreshness(t *testing.T) {
-	gh, err := devissuer.Start(devissuer.Options{Flavor: devissuer.GitHub})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gh.Close() })
-	gl, err := devissuer.Start(devissuer.Options{Flavor: devissuer.GitLab})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gl.Close() })
+	gh, gl := issuers.Start(t)
 	gl.SetDown(true)
 
-	dir := t.TempDir()
-	policies, err := filepath.Abs(filepath.Join("..", "..", "trustpolicies"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw := "listen: 127.0.0.1:0\npolicies: " + policies + "\n" +
-		"issuers:\n" +
-		"  - {name: github, issuer: " + gh.URL() + ", audiences: [ferry]}\n" +
-		"  - {name: gitlab, issuer: " + gl.URL() + ", audiences: [ferry]}\n" +
-		"audit: {path: audit.log}\n"
-	cfg, err := config.Parse([]byte(raw), dir, filepath.Join(dir, "ferry.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := broker.New(context.Background(), cfg, broker.Options{Minters: map[string]grant.Minter{gcpiam.KindName: nil}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- b.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	base := "http://" + ln.Addr().String()
+	base := serveBroker(t, gh, gl, "", nil).base
 
 	want := []string{
 		`ferry_issuer_keys{issuer="github"} 1`,
