@@ -15,6 +15,11 @@ import (
 // reaching it means a flood, which should be refused, not absorbed.
 const DefaultMaxEntries = 1_000_000
 
+// DefaultMaxRecordBytes bounds the values a Memory store keeps for Records.
+// A grant kept for release is about 1 KiB, so it holds some 250,000 live
+// grants; a broker past that wants replay.store: redis.
+const DefaultMaxRecordBytes = 256 << 20
+
 // ErrFull is returned by Memory.Claim when the store holds its maximum of
 // live entries. Live entries are never evicted to make room: forgetting one
 // would let its token be replayed. The error is a *FullError, which says
@@ -55,12 +60,14 @@ func checkClaim(key string, expiry, now time.Time) error {
 // entries are dropped on each Claim, oldest first, so memory holds only live
 // entries.
 type Memory struct {
-	mu      sync.Mutex
-	now     func() time.Time
-	max     int
-	entries map[[sha256.Size]byte]*entry
-	queue   expiryQueue
-	records table // Records' values, apart from Claim's keys
+	mu  sync.Mutex
+	now func() time.Time
+	max int
+	// maxRecordBytes bounds records.bytes.
+	maxRecordBytes int
+	entries        map[[sha256.Size]byte]*entry
+	queue          expiryQueue
+	records        table // Records' values, apart from Claim's keys
 }
 
 type entry struct {
@@ -80,9 +87,13 @@ func WithClock(now func() time.Time) MemoryOption { return func(m *Memory) { m.n
 // fails with ErrFull (default DefaultMaxEntries).
 func WithMaxEntries(n int) MemoryOption { return func(m *Memory) { m.max = n } }
 
+// WithMaxRecordBytes sets how many bytes of Records values the store holds
+// before Put fails with ErrFull (default DefaultMaxRecordBytes).
+func WithMaxRecordBytes(n int) MemoryOption { return func(m *Memory) { m.maxRecordBytes = n } }
+
 // NewMemory returns an empty in-process store.
 func NewMemory(opts ...MemoryOption) *Memory {
-	m := &Memory{now: time.Now, max: DefaultMaxEntries, entries: map[[sha256.Size]byte]*entry{}, records: newTable()}
+	m := &Memory{now: time.Now, max: DefaultMaxEntries, maxRecordBytes: DefaultMaxRecordBytes, entries: map[[sha256.Size]byte]*entry{}, records: newTable()}
 	for _, o := range opts {
 		o(m)
 	}

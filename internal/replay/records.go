@@ -69,15 +69,21 @@ var errRecordsFull = fmt.Errorf("records: %w", ErrFull)
 type table struct {
 	entries map[[sha256.Size]byte]*entry
 	queue   expiryQueue
+	bytes   int // the values' total length, which maxRecordBytes bounds
 }
 
 func newTable() table { return table{entries: map[[sha256.Size]byte]*entry{}} }
 
 func (t *table) sweep(now time.Time) {
 	for len(t.queue) > 0 && !t.queue[0].expiry.After(now) {
-		e := heap.Pop(&t.queue).(*entry)
-		delete(t.entries, e.key)
+		t.remove(t.queue[0])
 	}
+}
+
+func (t *table) remove(e *entry) {
+	heap.Remove(&t.queue, e.index)
+	delete(t.entries, e.key)
+	t.bytes -= len(e.value)
 }
 
 // live returns key's entry unless it is missing or expired.
@@ -107,11 +113,12 @@ func (m *Memory) Put(ctx context.Context, key string, value []byte, expiry time.
 	if t.live(k, now) != nil {
 		return false, nil
 	}
-	if len(t.entries) >= m.max {
-		return false, fmt.Errorf("record put: %w (%d live records)", errRecordsFull, len(t.entries))
+	if len(t.entries) >= m.max || t.bytes+len(value) > m.maxRecordBytes {
+		return false, fmt.Errorf("record put: %w (%d live records, %d bytes)", errRecordsFull, len(t.entries), t.bytes)
 	}
 	e := &entry{key: k, expiry: expiry, value: append([]byte{}, value...)}
 	t.entries[k] = e
+	t.bytes += len(value)
 	heap.Push(&t.queue, e)
 	return true, nil
 }
@@ -147,6 +154,9 @@ func (m *Memory) Replace(ctx context.Context, key string, value []byte) (bool, e
 	if e == nil {
 		return false, nil
 	}
+	// A replacement is allowed past the byte bound: it completes what a
+	// Put already admitted (a release's outcome), and values are small.
+	m.records.bytes += len(value) - len(e.value)
 	e.value = append([]byte{}, value...)
 	return true, nil
 }
@@ -161,8 +171,7 @@ func (m *Memory) Delete(ctx context.Context, key string) error {
 	t := &m.records
 	k := sha256.Sum256([]byte(key))
 	if e, ok := t.entries[k]; ok {
-		heap.Remove(&t.queue, e.index)
-		delete(t.entries, k)
+		t.remove(e)
 	}
 	return nil
 }

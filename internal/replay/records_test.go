@@ -205,6 +205,46 @@ func TestRedisRecords(t *testing.T) {
 	})
 }
 
+func TestMemoryRecordsAreBoundedInBytes(t *testing.T) {
+	clock := newFakeClock()
+	m := NewMemory(WithClock(clock.Now), WithMaxRecordBytes(10))
+	ctx := context.Background()
+	put := func(key string, n int, ttl time.Duration) error {
+		_, err := m.Put(ctx, key, bytes.Repeat([]byte("x"), n), clock.Now().Add(ttl))
+		return err
+	}
+	if err := put("a", 6, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := put("b", 5, time.Hour); !errors.Is(err, ErrFull) {
+		t.Fatalf("Put past the byte bound: err = %v, want ErrFull", err)
+	}
+	if err := put("b", 4, time.Hour); err != nil {
+		t.Fatalf("Put up to the bound: %v", err)
+	}
+	// Deleting and expiring give the bytes back; replacing accounts for
+	// the new length.
+	if err := m.Delete(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := put("c", 4, time.Hour); err != nil {
+		t.Fatalf("Put after a delete made room: %v", err)
+	}
+	if ok, err := m.Replace(ctx, "c", []byte("y")); !ok || err != nil {
+		t.Fatalf("Replace = %v, %v", ok, err)
+	}
+	if err := put("d", 3, time.Hour); err != nil {
+		t.Fatalf("Put after a replace shrank a value: %v", err)
+	}
+	if err := put("e", 1, time.Hour); !errors.Is(err, ErrFull) {
+		t.Fatalf("Put with 10 of 10 bytes held: err = %v, want ErrFull", err)
+	}
+	clock.Advance(2 * time.Minute) // a's 6 bytes expire
+	if err := put("e", 6, time.Hour); err != nil {
+		t.Fatalf("Put once expiry made room: %v", err)
+	}
+}
+
 func TestMemoryRecordsAndClaimsAreApartAndBounded(t *testing.T) {
 	clock := newFakeClock()
 	m := NewMemory(WithClock(clock.Now), WithMaxEntries(2))
