@@ -21,6 +21,7 @@ import (
 	"github.com/ferry-broker/ferry/internal/audit"
 	"github.com/ferry-broker/ferry/internal/exchange"
 	"github.com/ferry-broker/ferry/internal/identity"
+	"github.com/ferry-broker/ferry/internal/replay"
 	"github.com/ferry-broker/ferry/internal/testsupport/gcpfake"
 )
 
@@ -605,6 +606,21 @@ func TestAnUnrecordedGrantIsWithheldAndDoesNotBurnTheToken(t *testing.T) {
 	recs := h.auditRecords()
 	if len(recs) != 1 || recs[0].Decision != audit.Allow {
 		t.Fatalf("audit log = %+v, want only the recorded allow", recs)
+	}
+}
+
+func TestAWithheldGrantIsEndedWhereItsKindCan(t *testing.T) {
+	records := replay.NewMemory()
+	h := newHarness(t, harnessOpts{records: records})
+	h.auditBroken.Store(true)
+	wantError(t, h.exchange("artifacts", h.sign(h.gh, "github-push-main", nil), nil), 503, "unavailable")
+	// The grant's release record is forgotten, and the minted token, which
+	// nobody saw, is on the revocation list: that is the one record left.
+	if n := records.RecordLen(); n != 1 {
+		t.Fatalf("%d records after a withheld grant, want 1 (the revoked token id)", n)
+	}
+	if strings.Contains(h.logs.String(), "could not end a credential") {
+		t.Errorf("ending the withheld token failed:\n%s", h.logs.String())
 	}
 }
 

@@ -312,6 +312,34 @@ func (s *Service) endCredential(ctx context.Context, g *grantRecord, presented s
 	return releaseOutcome{Revoked: r.Revoked, Detail: r.Detail}, nil
 }
 
+// endWithheld ends, where its kind can, a credential that was minted but
+// is withheld from the caller because the audit log or the release store
+// refused it, so that it does not live out its lifetime unseen. Best
+// effort: it expires by itself either way.
+func (s *Service) endWithheld(ctx context.Context, kind, policy string, cred *grant.Credential) {
+	if cred == nil || cred.Release == "" {
+		return
+	}
+	releaser, ok := grant.As[grant.Releaser](s.d.Minters[kind])
+	if !ok {
+		return
+	}
+	var presented string
+	if cred.Bearer != nil {
+		presented = cred.Bearer.Token // GitHub ends a token only when shown it
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.d.MintTimeout)
+	defer cancel()
+	_, err := releaser.Release(rctx, grant.ReleaseRequest{
+		Policy: policy, State: cred.Release, ExpiresAt: cred.ExpiresAt, Presented: presented, Now: s.d.Now(),
+		Shared: s.shared(kind),
+	})
+	if err != nil {
+		s.d.Logger.WarnContext(ctx, "could not end a credential that was minted but withheld; it expires by itself",
+			"policy", policy, "kind", kind, "credential_id", cred.ID, "expires_at", cred.ExpiresAt, "err", err)
+	}
+}
+
 // dummyHash is compared against when no grant is found, so an unknown
 // request id costs the same comparison as a wrong token.
 var dummyHash = hashReleaseToken("no such grant")

@@ -180,6 +180,7 @@ func (s *Service) Exchange(ctx context.Context, req Request) (*Result, error) {
 		s.d.Logger.ErrorContext(ctx, "audit write failed; withholding credential", "request_id", req.RequestID, "err", aerr)
 		s.release(ctx, req, replayKey)
 		s.forgetGrant(ctx, req.RequestID)
+		s.endWithheld(ctx, res.Kind, res.Policy, res.Credential)
 		e := classify(&unavailable{reason: "the broker could not record the decision; no credential was issued", err: aerr})
 		s.d.Metrics.observe(rec.Policy, audit.Deny, string(e.Code), s.d.Now().Sub(start))
 		return nil, e
@@ -324,6 +325,7 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 	if !req.BearerOnly { // RFC 8693's answer has no place for a release token
 		if releaseToken, err = s.keepForRelease(ctx, req.RequestID, rec, cred, mintedAt, lifetime); err != nil {
 			s.release(ctx, req, key)
+			s.endWithheld(ctx, spec.Kind(), pol.Name, cred)
 			return nil, "", err
 		}
 	}
