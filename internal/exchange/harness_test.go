@@ -309,19 +309,25 @@ func (h *harness) post(path, contentType string, body io.Reader, header map[stri
 
 func (h *harness) do(req *http.Request) response {
 	h.t.Helper()
-	resp, err := h.srv.Client().Do(req)
+	return send(h.t, h.srv, req)
+}
+
+// send makes req to srv and reads the answer, decoding a JSON body.
+func send(t *testing.T, srv *httptest.Server, req *http.Request) response {
+	t.Helper()
+	resp, err := srv.Client().Do(req)
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	r := response{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
 	if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/json") {
 		if err := json.Unmarshal(raw, &r.body); err != nil {
-			h.t.Fatalf("response is not JSON: %v\n%s", err, raw)
+			t.Fatalf("response is not JSON: %v\n%s", err, raw)
 		}
 	}
 	return r

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -131,22 +130,7 @@ func (r *replica) post(path, contentType, body string) response {
 
 func (r *replica) do(req *http.Request) response {
 	r.t.Helper()
-	resp, err := r.srv.Client().Do(req)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	out := response{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
-		if err := json.Unmarshal(raw, &out.body); err != nil {
-			r.t.Fatalf("response is not JSON: %v\n%s", err, raw)
-		}
-	}
-	return out
+	return send(r.t, r.srv, req)
 }
 
 func (r *replica) exchange(policy, token string) response {
