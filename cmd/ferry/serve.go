@@ -7,9 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 
 	"github.com/ferry-broker/ferry/internal/broker"
 	"github.com/ferry-broker/ferry/internal/config"
+	"github.com/ferry-broker/ferry/internal/heapfloor"
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -39,6 +41,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		cfg.Listen = *listen
 	}
 	logger := newLogger(stderr, cfg.LogLevel)
+	if os.Getenv("GOGC") == "" { // an operator's GOGC is theirs to keep
+		defer heapfloor.Keep(heapfloor.Default)()
+	}
 	b, err := broker.New(ctx, cfg, broker.Options{Logger: logger})
 	if err != nil {
 		fmt.Fprintf(stderr, "ferry serve: %v\n", err)
