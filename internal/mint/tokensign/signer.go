@@ -13,7 +13,6 @@ import (
 	"unicode/utf8"
 
 	jose "github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/ferry-broker/ferry/internal/grant"
@@ -207,25 +206,26 @@ func (s *Signer) Sign(ctx context.Context, req Request) (*Token, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sign token: generate jti: %w", err)
 	}
-	registered := jwt.Claims{
-		Issuer:    s.issuer,
-		Subject:   req.Subject,
-		Audience:  jwt.Audience{req.Audience},
-		IssuedAt:  jwt.NewNumericDate(now),
-		NotBefore: jwt.NewNumericDate(now),
-		Expiry:    jwt.NewNumericDate(exp),
-		ID:        id.String(),
+	// The claims are marshalled once, straight into the payload: go-jose's
+	// jwt builder would marshal and re-parse each set of claims to merge
+	// them, a fifth of the cost of a token grant. Keys come out sorted,
+	// and aud is one string, as the builder wrote them.
+	payload := make(map[string]any, len(req.Claims)+7) // the registered claims, and the copied
+	for name, v := range req.Claims {
+		payload[name] = v
 	}
-	b := jwt.Signed(s.signer)
-	if len(req.Claims) > 0 {
-		// go-jose merges only map[string]any, not map[string]string.
-		copied := make(map[string]any, len(req.Claims))
-		for name, v := range req.Claims {
-			copied[name] = v
-		}
-		b = b.Claims(copied)
+	payload["iss"], payload["sub"], payload["aud"] = s.issuer, req.Subject, req.Audience
+	payload["iat"], payload["nbf"], payload["exp"] = now.Unix(), now.Unix(), exp.Unix()
+	payload["jti"] = id.String()
+	body, err := json.Marshal(payload)
+	if err != nil {
+		return nil, fmt.Errorf("sign token: marshal claims: %w", err)
 	}
-	raw, err := b.Claims(registered).Serialize()
+	jws, err := s.signer.Sign(body)
+	if err != nil {
+		return nil, fmt.Errorf("sign token with key %s: %w", s.active.ID, err)
+	}
+	raw, err := jws.CompactSerialize()
 	if err != nil {
 		return nil, fmt.Errorf("sign token with key %s: %w", s.active.ID, err)
 	}
