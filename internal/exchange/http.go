@@ -1,6 +1,7 @@
 package exchange
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -165,7 +166,7 @@ func readBody(c echo.Context) ([]byte, error) {
 		c.Response().Header().Set(echo.HeaderConnection, "close")
 		return nil, &tooLarge{}
 	}
-	body, err := io.ReadAll(c.Request().Body)
+	body, err := readAll(c.Request().Body, c.Request().ContentLength)
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		// The rest of an oversized body is not read either.
@@ -176,6 +177,20 @@ func readBody(c echo.Context) ([]byte, error) {
 		return nil, badRequestf("could not read the request body")
 	}
 	return body, nil
+}
+
+// readAll reads r to its end. A body whose length was declared (net/http
+// holds it to that) is read into one buffer of that size, not grown from
+// io.ReadAll's 512 bytes and copied on the way.
+func readAll(r io.Reader, declared int64) ([]byte, error) {
+	if declared <= 0 || declared > MaxBodyBytes {
+		return io.ReadAll(r)
+	}
+	// ReadFrom wants MinRead bytes free before each read, the last one
+	// (which finds the end) included.
+	buf := bytes.NewBuffer(make([]byte, 0, declared+bytes.MinRead))
+	_, err := buf.ReadFrom(r)
+	return buf.Bytes(), err
 }
 
 func (h *handler) rateLimit(l *limiter) echo.MiddlewareFunc {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 
@@ -69,7 +70,10 @@ func checkStrict(body []byte, allowed []string) error {
 	if !utf8.Valid(body) {
 		return badRequestf("request body is not valid UTF-8")
 	}
-	dec := jsontext.NewDecoder(bytes.NewReader(body), jsontext.AllowDuplicateNames(true))
+	dec := decoders.Get().(*jsontext.Decoder)
+	defer decoders.Put(dec)
+	dec.Reset(bytes.NewReader(body), jsontext.AllowDuplicateNames(true))
+	defer dec.Reset(empty) // hold no body while pooled
 	tok, err := dec.ReadToken()
 	switch {
 	case errors.Is(err, io.EOF):
@@ -88,16 +92,22 @@ func checkStrict(body []byte, allowed []string) error {
 	return nil
 }
 
+// decoders keeps the tokenizers checkStrict walks bodies with: each holds
+// a read buffer that would otherwise be allocated and grown per request.
+var decoders = sync.Pool{New: func() any { return new(jsontext.Decoder) }}
+
+var empty = bytes.NewReader(nil)
+
 // checkObject checks an object whose '{' has been read, through its '}'.
 // Depth 1 is the body itself, whose keys must be allowed ones.
 func checkObject(dec *jsontext.Decoder, allowed []string, depth int) error {
-	seen := map[string]string{}
+	var seen foldedKeys
 	for dec.PeekKind() != '}' {
 		tok, err := dec.ReadToken()
 		if err != nil {
 			return tokenError(err)
 		}
-		if err := checkKey(tok.String(), seen, depth == 1, allowed); err != nil {
+		if err := checkKey(tok.String(), &seen, depth == 1, allowed); err != nil {
 			return err
 		}
 		if err := checkValue(dec, depth); err != nil {
@@ -157,15 +167,15 @@ func tokenError(err error) error {
 // checkKey checks one key of an object whose keys so far are seen (by
 // folded form); top says the object is the body itself, whose keys must
 // be allowed ones spelt exactly.
-func checkKey(key string, seen map[string]string, top bool, allowed []string) error {
+func checkKey(key string, seen *foldedKeys, top bool, allowed []string) error {
 	folded := foldKey(key)
-	if prev, dup := seen[folded]; dup {
+	if prev, dup := seen.find(folded); dup {
 		if prev == key {
 			return badRequestf("field %s appears twice", quoteShort(key))
 		}
 		return badRequestf("fields %s and %s differ only in case", quoteShort(prev), quoteShort(key))
 	}
-	seen[folded] = key
+	seen.add(folded, key)
 	if !top || slices.Contains(allowed, key) {
 		return nil
 	}
@@ -175,6 +185,46 @@ func checkKey(key string, seen map[string]string, top bool, allowed []string) er
 		}
 	}
 	return badRequestf("unknown field %s (allowed: %s)", quoteShort(key), strings.Join(allowed, ", "))
+}
+
+// foldedKeys are an object's keys so far, by folded form: a list while
+// short (the contract's objects have three keys), a map past that, so an
+// object of many keys is not checked in quadratic time.
+type foldedKeys struct {
+	list []foldedKey
+	m    map[string]string
+}
+
+type foldedKey struct{ folded, key string }
+
+const maxListedKeys = 8
+
+func (s *foldedKeys) find(folded string) (string, bool) {
+	if s.m != nil {
+		k, ok := s.m[folded]
+		return k, ok
+	}
+	for _, k := range s.list {
+		if k.folded == folded {
+			return k.key, true
+		}
+	}
+	return "", false
+}
+
+func (s *foldedKeys) add(folded, key string) {
+	if s.m == nil && len(s.list) < maxListedKeys {
+		s.list = append(s.list, foldedKey{folded, key})
+		return
+	}
+	if s.m == nil {
+		s.m = make(map[string]string, 2*maxListedKeys)
+		for _, k := range s.list {
+			s.m[k.folded] = k.key
+		}
+		s.list = nil
+	}
+	s.m[folded] = key
 }
 
 // foldKey maps a key to one representative of its case-folding orbit, so

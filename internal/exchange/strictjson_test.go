@@ -3,6 +3,7 @@ package exchange
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -31,6 +32,10 @@ func TestDecodeStrictRefusesWhatParsersReadDifferently(t *testing.T) {
 		{"a duplicate spelt with an escape", `{"policy":"a","\u0070olicy":"b"}`, `field "policy" appears twice`},
 		{"a duplicate in a nested object", `{"duration":{"x":1,"x":2}}`, `field "x" appears twice`},
 		{"a duplicate deep in an array", `{"duration":[[{"x":1,"y":{"z":1,"z":2}}]]}`, `field "z" appears twice`},
+		{"a duplicate among many keys", `{"duration":{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"a":11}}`, `field "a" appears twice`},
+		{"a duplicate past the first keys", `{"duration":{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"j":11}}`, `field "j" appears twice`},
+		{"case variants among many keys", `{"duration":{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"I":10}}`, `fields "i" and "I" differ only in case`},
+		{"many distinct keys", `{"duration":{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"k":11}}`, ""},
 		{"a key in another case", `{"Policy":"p"}`, `field "Policy" is not "policy": field names are case-sensitive`},
 		{"a key in upper case", `{"TOKEN":"t"}`, `field "TOKEN" is not "token"`},
 		{"a key with the Kelvin sign for k", "{\"to\u212aen\":\"t\"}", `is not "token"`},
@@ -120,4 +125,16 @@ func FuzzDecodeStrict(f *testing.F) {
 			t.Fatalf("decoded %+v, encoding/json %+v", got, want)
 		}
 	})
+}
+
+// BenchmarkDecodeExchange is the strict decode of a GitHub-sized exchange
+// body, the first thing every request pays for.
+func BenchmarkDecodeExchange(b *testing.B) {
+	body := fmt.Appendf(nil, `{"policy":"deploy-prod","token":%q,"duration":"15m"}`, "eyJ"+strings.Repeat("x", 1200)+".e30.sig")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := decodeExchange(body, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
