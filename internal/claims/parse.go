@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -34,6 +35,13 @@ func SyntaxReason(err error) string {
 	return msg
 }
 
+// decoders keeps the tokenizers Parse reads payloads with: each holds a
+// read buffer that would otherwise be allocated and grown for every token.
+// Parse copies what it keeps out of the buffer.
+var decoders = sync.Pool{New: func() any { return new(jsontext.Decoder) }}
+
+var noInput = bytes.NewReader(nil)
+
 // Parse converts a JWT payload into a Set in one pass. The JSON must be
 // one object with no name given twice and valid UTF-8 throughout: a token
 // that two readers could read two ways is refused, not interpreted.
@@ -43,7 +51,12 @@ func SyntaxReason(err error) string {
 // and report the type only once the signature holds. Any other error is a
 // *SyntaxError and the Set is nil.
 func Parse(payload []byte) (*Set, error) {
-	dec := jsontext.NewDecoder(bytes.NewReader(payload))
+	dec := decoders.Get().(*jsontext.Decoder)
+	dec.Reset(bytes.NewReader(payload))
+	defer func() {
+		dec.Reset(noInput) // hold no payload while pooled
+		decoders.Put(dec)
+	}()
 	if tok, err := dec.ReadToken(); err != nil {
 		return nil, &SyntaxError{Err: err}
 	} else if tok.Kind() != '{' {
