@@ -237,7 +237,14 @@ func (h *handler) respond(c echo.Context, req Request) error {
 		return err
 	}
 	noStore(c)
-	return c.JSON(http.StatusOK, res)
+	// The answer is marshalled once and sent as it is: c.JSON would run it
+	// through an Encoder that validates and compacts a marshaller's output
+	// again.
+	body, err := res.MarshalJSON()
+	if err != nil {
+		return fmt.Errorf("encode the answer: %w", err)
+	}
+	return c.JSONBlob(http.StatusOK, append(body, '\n'))
 }
 
 // decodeExchange parses POST /v1/exchange strictly (see decodeStrict): a
