@@ -16,6 +16,7 @@ import (
 	"github.com/ferry-broker/ferry/internal/audit"
 	"github.com/ferry-broker/ferry/internal/claims"
 	"github.com/ferry-broker/ferry/internal/grant"
+	"github.com/ferry-broker/ferry/internal/replay"
 )
 
 // ReleaseGrace keeps a grant's release record past its credential's
@@ -110,28 +111,77 @@ func hashReleaseToken(token string) string {
 // keepForRelease stores what release will need of a grant and returns its
 // release token. A store that cannot keep it refuses the grant: every
 // answer carries a release token that works.
-func (s *Service) keepForRelease(ctx context.Context, requestID string, rec *audit.Record, cred *grant.Credential, grantedAt time.Time, lifetime time.Duration) (string, error) {
+func (s *Service) keepForRelease(ctx context.Context, g madeGrant) (string, error) {
+	token, data, until, err := g.record()
+	if err != nil {
+		return "", err
+	}
+	ok, err := s.d.Records.Put(ctx, grantKeyPrefix+g.requestID, data, until)
+	if err == nil && !ok {
+		err = replay.ErrRecordTaken
+	}
+	if err != nil {
+		return "", grantNotKept(err)
+	}
+	return token, nil
+}
+
+// claimAndKeep claims the token's jti and keeps the grant's release record
+// in one step of store, for a grant minted before its claim (grant.Local).
+// It returns the release token, or the refusal a replayed token or a
+// failing store gets.
+func (s *Service) claimAndKeep(ctx context.Context, store replay.ClaimPutter, c jtiClaim, g madeGrant) (string, error) {
+	token, data, until, err := g.record()
+	if err != nil {
+		return "", err
+	}
+	fresh, err := store.ClaimPut(ctx, c.key, c.expiry, grantKeyPrefix+g.requestID, data, until)
+	switch {
+	case errors.Is(err, replay.ErrRecordTaken):
+		return "", grantNotKept(err)
+	case err != nil:
+		return "", replayFailure(err, s.d.Now())
+	case !fresh:
+		return "", s.replayed(c)
+	}
+	return token, nil
+}
+
+// madeGrant is a credential minted and not yet answered: what keeping it
+// for release needs.
+type madeGrant struct {
+	requestID string
+	rec       *audit.Record
+	cred      *grant.Credential
+	at        time.Time
+	lifetime  time.Duration
+}
+
+// record is what release will need of the grant: its release token, the
+// record that holds the token's hash, and how long to keep it.
+func (m madeGrant) record() (token string, data []byte, until time.Time, err error) {
+	rec, cred, grantedAt, lifetime := m.rec, m.cred, m.at, m.lifetime
 	token, hash, err := newReleaseToken()
 	if err != nil {
-		return "", &unavailable{reason: "the broker could not make a release token; no credential was issued", err: err}
+		return "", nil, time.Time{}, &unavailable{reason: "the broker could not make a release token; no credential was issued", err: err}
 	}
 	g := grantRecord{
 		TokenHash: hash, Policy: rec.Policy, Kind: rec.Credential.Type, State: cred.Release, CredentialID: cred.ID,
 		GrantedAt: grantedAt.UTC(), ExpiresAt: cred.ExpiresAt.UTC(), Granted: grantedSeconds(grantedAt, cred.ExpiresAt, lifetime),
 		Issuer: rec.Issuer, Subject: rec.Subject, Claims: rec.Claims,
 	}
-	data, err := json.Marshal(g)
+	data, err = json.Marshal(g)
 	if err != nil {
-		return "", &unavailable{reason: "the broker could not record the grant for release; no credential was issued", err: err}
+		return "", nil, time.Time{}, &unavailable{reason: "the broker could not record the grant for release; no credential was issued", err: err}
 	}
-	ok, err := s.d.Records.Put(ctx, grantKeyPrefix+requestID, data, g.keepUntil())
-	if err == nil && !ok {
+	return token, data, g.keepUntil(), nil
+}
+
+func grantNotKept(err error) error {
+	if errors.Is(err, replay.ErrRecordTaken) {
 		err = errors.New("a grant with this request id is already recorded")
 	}
-	if err != nil {
-		return "", &unavailable{reason: "the replay store could not record the grant for release; no credential was issued", err: err}
-	}
-	return token, nil
+	return &unavailable{reason: "the replay store could not record the grant for release; no credential was issued", err: err}
 }
 
 // grantedSeconds is the lifetime a grant got: the one the exchange asked

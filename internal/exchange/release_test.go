@@ -543,27 +543,38 @@ func TestReleaseOnOneReplicaIsSeenByTheOthers(t *testing.T) {
 	}
 }
 
+// The token kind claims its jti and keeps its record in one step
+// (ClaimPut); aws claims, mints, then keeps (Put). Both are checked.
+var releaseRecordPaths = []struct{ policy, sample string }{
+	{"artifacts", "github-push-main"},
+	{"deploy-prod", "github-environment-production"},
+}
+
 func TestReleaseRecordsAreKeptHashedInTheStore(t *testing.T) {
-	gh, gl := issuers.Start(t)
-	key, _ := tokensign.GenerateKey()
-	store := &recordingStore{Memory: replay.NewMemory()}
-	r := newReplica(t, replicaOpts{gh: gh, gl: gl, key: key, store: store, noGCP: true})
-	g := mustGrant(t, r.exchange("artifacts", issuers.Sign(t, gh, "github-push-main", nil)))
-	r.release(g.requestID, g.releaseToken)
-	if len(store.puts) == 0 {
-		t.Fatal("nothing was put in the records store")
-	}
-	for _, p := range store.puts {
-		if bytes.Contains(p, []byte(g.releaseToken)) || bytes.Contains(p, []byte(g.token)) {
-			t.Errorf("the store holds a secret in %s", p)
-		}
-	}
-	var rec struct {
-		Hash      string    `json:"token_sha256"`
-		ExpiresAt time.Time `json:"expires_at"`
-	}
-	if err := json.Unmarshal(store.puts[0], &rec); err != nil || len(rec.Hash) != 64 || !rec.ExpiresAt.Equal(g.expiresAt) {
-		t.Errorf("grant record = %s (%v)", store.puts[0], err)
+	for _, p := range releaseRecordPaths {
+		t.Run(p.policy, func(t *testing.T) {
+			gh, gl := issuers.Start(t)
+			key, _ := tokensign.GenerateKey()
+			store := &recordingStore{Memory: replay.NewMemory()}
+			r := newReplica(t, replicaOpts{gh: gh, gl: gl, key: key, store: store, noGCP: true})
+			g := mustGrant(t, r.exchange(p.policy, issuers.Sign(t, gh, p.sample, nil)))
+			r.release(g.requestID, g.releaseToken)
+			if len(store.puts) == 0 {
+				t.Fatal("nothing was put in the records store")
+			}
+			for _, p := range store.puts {
+				if bytes.Contains(p, []byte(g.releaseToken)) || (g.token != "" && bytes.Contains(p, []byte(g.token))) {
+					t.Errorf("the store holds a secret in %s", p)
+				}
+			}
+			var rec struct {
+				Hash      string    `json:"token_sha256"`
+				ExpiresAt time.Time `json:"expires_at"`
+			}
+			if err := json.Unmarshal(store.puts[0], &rec); err != nil || len(rec.Hash) != 64 || !rec.ExpiresAt.Equal(g.expiresAt) {
+				t.Errorf("grant record = %s (%v)", store.puts[0], err)
+			}
+		})
 	}
 }
 
@@ -575,24 +586,38 @@ type recordingStore struct {
 	puts [][]byte
 }
 
-func (s *recordingStore) Put(ctx context.Context, key string, value []byte, expiry time.Time) (bool, error) {
+func (s *recordingStore) record(value []byte) {
 	s.mu.Lock()
 	s.puts = append(s.puts, append([]byte{}, value...))
 	s.mu.Unlock()
+}
+
+func (s *recordingStore) Put(ctx context.Context, key string, value []byte, expiry time.Time) (bool, error) {
+	s.record(value)
 	return s.Memory.Put(ctx, key, value, expiry)
 }
 
+func (s *recordingStore) ClaimPut(ctx context.Context, key string, expiry time.Time, recordKey string, value []byte, recordExpiry time.Time) (bool, error) {
+	s.record(value)
+	return s.Memory.ClaimPut(ctx, key, expiry, recordKey, value, recordExpiry)
+}
+
 func TestAGrantThatCannotBeKeptForReleaseIsRefused(t *testing.T) {
-	gh, gl := issuers.Start(t)
-	key, _ := tokensign.GenerateKey()
-	store := &failingRecords{Memory: replay.NewMemory()}
-	r := newReplica(t, replicaOpts{gh: gh, gl: gl, key: key, store: store, noGCP: true})
-	tok := issuers.Sign(t, gh, "github-push-main", nil)
-	store.fail = true
-	wantError(t, r.exchange("artifacts", tok), 503, "unavailable")
-	// The token was not spent: the job may try again once the store is back.
-	store.fail = false
-	mustGrant(t, r.exchange("artifacts", tok))
+	for _, p := range releaseRecordPaths {
+		t.Run(p.policy, func(t *testing.T) {
+			gh, gl := issuers.Start(t)
+			key, _ := tokensign.GenerateKey()
+			store := &failingRecords{Memory: replay.NewMemory()}
+			r := newReplica(t, replicaOpts{gh: gh, gl: gl, key: key, store: store, noGCP: true})
+			tok := issuers.Sign(t, gh, p.sample, nil)
+			store.fail = true
+			wantError(t, r.exchange(p.policy, tok), 503, "unavailable")
+			// The token was not spent: the job may try again once the
+			// store is back.
+			store.fail = false
+			mustGrant(t, r.exchange(p.policy, tok))
+		})
+	}
 }
 
 type failingRecords struct {
@@ -605,4 +630,11 @@ func (s *failingRecords) Put(ctx context.Context, key string, value []byte, expi
 		return false, errors.New("redis: connection refused")
 	}
 	return s.Memory.Put(ctx, key, value, expiry)
+}
+
+func (s *failingRecords) ClaimPut(ctx context.Context, key string, expiry time.Time, recordKey string, value []byte, recordExpiry time.Time) (bool, error) {
+	if s.fail {
+		return false, errors.New("redis: connection refused")
+	}
+	return s.Memory.ClaimPut(ctx, key, expiry, recordKey, value, recordExpiry)
 }

@@ -71,6 +71,9 @@ type Deps struct {
 // Service performs exchanges. It is safe for concurrent use.
 type Service struct {
 	d Deps
+	// claimPut is the replay store when it keeps the records too and can
+	// claim and keep in one step; nil otherwise.
+	claimPut replay.ClaimPutter
 }
 
 // New returns a Service.
@@ -97,7 +100,11 @@ func New(d Deps) (*Service, error) {
 	if d.ReplayLeeway == 0 {
 		d.ReplayLeeway = 60 * time.Second
 	}
-	return &Service{d: d}, nil
+	s := &Service{d: d}
+	if cp, ok := d.Replay.(replay.ClaimPutter); ok && replay.Records(cp) == d.Records {
+		s.claimPut = cp
+	}
+	return s, nil
 }
 
 // Request is one exchange.
@@ -294,16 +301,19 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 	}
 
 	// Single use: claimed only once the request is otherwise good, so a
-	// refused attempt does not burn the job's token.
-	key := id.Issuer + "\x00" + pol.Name + "\x00" + id.Claims.ID
-	fresh, err := s.d.Replay.Claim(ctx, key, id.Claims.Expiry.Add(s.d.ReplayLeeway))
-	t = s.d.Metrics.stage(stageReplay, t, s.d.Now())
-	if err != nil {
-		return nil, "", replayFailure(err, s.d.Now())
-	}
-	if !fresh {
-		s.d.Metrics.replayHit()
-		return nil, "", &replayed{reason: fmt.Sprintf("token jti %s was already used for policy %q; request a fresh token", claims.Describe(id.Claims.ID), pol.Name)}
+	// refused attempt does not burn the job's token. A grant made inside
+	// the broker is minted first and claimed together with its release
+	// record, one step to the store; any other is claimed before the
+	// provider is called, so that a replayed token never reaches it.
+	c := jtiClaim{key: id.Issuer + "\x00" + pol.Name + "\x00" + id.Claims.ID, jti: id.Claims.ID, policy: pol.Name,
+		expiry: id.Claims.Expiry.Add(s.d.ReplayLeeway)}
+	together := s.claimPut != nil && !req.BearerOnly && isLocal(minter)
+	if !together {
+		err = s.claim(ctx, c)
+		t = s.d.Metrics.stage(stageReplay, t, s.d.Now())
+		if err != nil {
+			return nil, "", err
+		}
 	}
 
 	mctx, cancel := context.WithTimeout(ctx, s.d.MintTimeout)
@@ -313,24 +323,66 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 		Policy: pol.Name, Spec: spec, Lifetime: lifetime, Claims: id.Claims,
 		Job: s.d.Platforms.Job(id.Claims), RequestID: req.RequestID, Now: mintedAt,
 	})
-	s.d.Metrics.stage(stageMint, t, s.d.Now())
+	t = s.d.Metrics.stage(stageMint, t, s.d.Now())
 	if err != nil {
-		// Nothing was issued: let the job try again with the same token,
-		// which matters on GitLab where a job has only the one.
-		s.release(ctx, req, key)
+		if !together {
+			// Nothing was issued: let the job try again with the same
+			// token, which matters on GitLab where a job has only the one.
+			s.release(ctx, req, c.key)
+		}
 		return nil, "", err
 	}
 	rec.Credential = &audit.Credential{Type: spec.Kind(), ID: cred.ID, ExpiresAt: cred.ExpiresAt, Scope: cred.Scope}
+	made := madeGrant{requestID: req.RequestID, rec: rec, cred: cred, at: mintedAt, lifetime: lifetime}
 	var releaseToken string
-	if !req.BearerOnly { // RFC 8693's answer has no place for a release token
-		if releaseToken, err = s.keepForRelease(ctx, req.RequestID, rec, cred, mintedAt, lifetime); err != nil {
-			s.release(ctx, req, key)
+	switch {
+	case together:
+		// A refusal here drops a credential that never left the broker.
+		releaseToken, err = s.claimAndKeep(ctx, s.claimPut, c, made)
+		s.d.Metrics.stage(stageReplay, t, s.d.Now())
+		if err != nil {
+			return nil, "", err
+		}
+	case !req.BearerOnly: // RFC 8693's answer has no place for a release token
+		if releaseToken, err = s.keepForRelease(ctx, made); err != nil {
+			s.release(ctx, req, c.key)
 			s.endWithheld(ctx, spec.Kind(), pol.Name, cred)
 			return nil, "", err
 		}
 	}
 	return &Result{Policy: pol.Name, RequestID: req.RequestID, ExpiresAt: cred.ExpiresAt, Kind: spec.Kind(), Credential: cred,
-		ReleaseToken: releaseToken}, key, nil
+		ReleaseToken: releaseToken}, c.key, nil
+}
+
+// jtiClaim is a token's single use for a policy: its replay key, kept
+// until expiry.
+type jtiClaim struct {
+	key, jti, policy string
+	expiry           time.Time
+}
+
+// claim makes the token's jti used for the policy, or refuses a token
+// whose jti already is.
+func (s *Service) claim(ctx context.Context, c jtiClaim) error {
+	fresh, err := s.d.Replay.Claim(ctx, c.key, c.expiry)
+	if err != nil {
+		return replayFailure(err, s.d.Now())
+	}
+	if !fresh {
+		return s.replayed(c)
+	}
+	return nil
+}
+
+func (s *Service) replayed(c jtiClaim) error {
+	s.d.Metrics.replayHit()
+	return &replayed{reason: fmt.Sprintf("token jti %s was already used for policy %q; request a fresh token", claims.Describe(c.jti), c.policy)}
+}
+
+// isLocal says whether minter's kind mints inside the broker (grant.Local).
+func isLocal(minter grant.Minter) bool {
+	_, ok := grant.As[grant.Local](minter)
+	return ok
 }
 
 // verify checks the token. A failure the verifier did not type is the

@@ -129,6 +129,16 @@ type Credential struct {
 	Scope []string
 }
 
+// Local is implemented by minters whose Mint has no effect outside the
+// broker (it signs, and calls no provider and keeps no state), so that a
+// credential they made and the broker then withheld exists nowhere. The
+// exchange may so mint before it claims the token's jti, and claim it
+// together with the grant's release record: one step to a shared replay
+// store where minting between the two takes two.
+type Local interface {
+	MintsLocally()
+}
+
 // Releaser is implemented by minters that can end a credential before it
 // expires (release at job end).
 type Releaser interface {

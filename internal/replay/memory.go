@@ -117,19 +117,32 @@ func (m *Memory) Claim(ctx context.Context, key string, expiry time.Time) (bool,
 	if _, ok := m.entries[k]; ok {
 		return false, nil // live: sweep removed every expired entry
 	}
-	if len(m.entries) >= m.max {
-		// Refused, not evicted: see ErrFull. sweep left only live
-		// entries, so the queue's head is the next to make room.
-		room := now
-		if len(m.queue) > 0 {
-			room = m.queue[0].expiry
-		}
-		return false, fmt.Errorf("replay claim: %w", &FullError{Live: len(m.entries), RoomAt: room})
+	if err := m.roomForClaim(now); err != nil {
+		return false, err
 	}
+	m.addClaim(k, expiry)
+	return true, nil
+}
+
+// roomForClaim refuses a new claim once the store holds its maximum of
+// live entries. Refused, not evicted: see ErrFull. It is called after
+// sweep, which left only live entries, so the queue's head is the next to
+// make room.
+func (m *Memory) roomForClaim(now time.Time) error {
+	if len(m.entries) < m.max {
+		return nil
+	}
+	room := now
+	if len(m.queue) > 0 {
+		room = m.queue[0].expiry
+	}
+	return fmt.Errorf("replay claim: %w", &FullError{Live: len(m.entries), RoomAt: room})
+}
+
+func (m *Memory) addClaim(k [sha256.Size]byte, expiry time.Time) {
 	e := &entry{key: k, expiry: expiry}
 	m.entries[k] = e
 	heap.Push(&m.queue, e)
-	return true, nil
 }
 
 // Release implements Store.

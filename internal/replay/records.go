@@ -113,14 +113,27 @@ func (m *Memory) Put(ctx context.Context, key string, value []byte, expiry time.
 	if t.live(k, now) != nil {
 		return false, nil
 	}
-	if len(t.entries) >= m.max || t.bytes+len(value) > m.maxRecordBytes {
-		return false, fmt.Errorf("record put: %w (%d live records, %d bytes)", errRecordsFull, len(t.entries), t.bytes)
+	if err := m.roomForRecord(len(value)); err != nil {
+		return false, err
 	}
+	t.add(k, value, expiry)
+	return true, nil
+}
+
+// roomForRecord refuses a new record of n bytes past the store's bounds.
+func (m *Memory) roomForRecord(n int) error {
+	t := &m.records
+	if len(t.entries) >= m.max || t.bytes+n > m.maxRecordBytes {
+		return fmt.Errorf("record put: %w (%d live records, %d bytes)", errRecordsFull, len(t.entries), t.bytes)
+	}
+	return nil
+}
+
+func (t *table) add(k [sha256.Size]byte, value []byte, expiry time.Time) {
 	e := &entry{key: k, expiry: expiry, value: append([]byte{}, value...)}
 	t.entries[k] = e
 	t.bytes += len(value)
 	heap.Push(&t.queue, e)
-	return true, nil
 }
 
 // Get implements Records.

@@ -56,11 +56,7 @@ func (r *Redis) Claim(ctx context.Context, key string, expiry time.Time) (bool, 
 	if err := checkClaim(key, expiry, time.Now()); err != nil {
 		return false, err
 	}
-	at := expiry.UnixMilli()
-	if expiry.After(time.UnixMilli(at)) {
-		at++
-	}
-	res, err := r.client.Do(ctx, "SET", redisKey(key), "1", "NX", "PXAT", at).Result()
+	res, err := r.client.Do(ctx, "SET", redisKey(key), "1", "NX", "PXAT", pxat(expiry)).Result()
 	if errors.Is(err, redis.Nil) {
 		return false, nil // already claimed
 	}

@@ -190,6 +190,10 @@ type Answer struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
+// MintsLocally implements grant.Local: Mint signs with the broker's own
+// key, and a token never sent is a token that does not exist.
+func (s *Signer) MintsLocally() {}
+
 // Mint implements grant.Minter.
 func (s *Signer) Mint(ctx context.Context, req grant.Request) (*grant.Credential, error) {
 	g := req.Spec.(*Spec)
