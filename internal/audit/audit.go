@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
-	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -29,14 +28,17 @@ import (
 // them in queue order, writes them with one write(2) and fsyncs once, then
 // wakes the others; a writer whose record came in meanwhile leads the next
 // commit. One fsync so covers as many decisions as arrived during the last
-// one; when the last commit covered more records than are queued, the
-// leader first yields for up to commitDelay so that the writers it woke can
-// rejoin (Postgres's commit_delay, bounded by need rather than always
-// paid). A broker under load so spends far fewer than one fsync a decision
-// (docs/performance.md has the figures). A failed write fails every Write
-// it covered; a failed fsync does too and leaves the Log refusing further
-// writes, since the kernel may have dropped the data while the file looks
-// whole.
+// one. Under load a leader also holds its fsync while fewer records are
+// queued than the busiest recent commit covered, for at most two of the
+// disk's usual fsync times, so that the writers it expects (those the last
+// commits woke, already on their next request) share it: Postgres's
+// commit_delay and commit_siblings, with the delay set by the disk's own
+// pace and the siblings counted from the commits themselves. A lone writer
+// never waits. A broker under load so spends far fewer than one fsync a
+// decision (docs/performance.md has the figures). A failed write fails
+// every Write it covered; a failed fsync does too and leaves the Log
+// refusing further writes, since the kernel may have dropped the data
+// while the file looks whole.
 //
 // NoSync trades the fsync away where losing the last records in a power cut
 // is acceptable. Close always syncs.
@@ -61,8 +63,15 @@ type Log struct {
 
 	queue    []*pending // records waiting for the next commit, in chain order
 	leading  bool       // a commit is under way (its leader works without mu)
-	last     int        // records in the last commit: how many writers are about
 	leadBufs commitBuffers
+	// What a leader holds its fsync for (see hold): the most records a
+	// recent commit covered, and how many commits ago that was; whether a
+	// leader is holding, and the channel that tells it enough have come.
+	peak, sincePeak int
+	holding         bool
+	enough          chan struct{}
+	syncTime        time.Duration // a moving average of the fsync's duration
+	held            int64         // commits whose leader held its fsync
 
 	base      baseCount // records in the file before Open
 	recovered *Recovery // what Open did to a torn tail, if anything
@@ -87,9 +96,13 @@ type commitBuffers struct {
 // large records does not pin memory.
 const maxReusedBuffer = 1 << 20
 
-// commitDelay is how long a leader waits for writers it expects before it
-// fsyncs; see commit.
-const commitDelay = 50 * time.Microsecond
+// maxCommitDelay bounds how long a leader holds its fsync, however slow
+// the disk; peakMemory is how many commits a peak is remembered for, so
+// that the number of writers expected follows the load down.
+const (
+	maxCommitDelay = 2 * time.Millisecond
+	peakMemory     = 16
+)
 
 // Option configures Open.
 type Option func(*Log)
@@ -103,7 +116,7 @@ func NoSync() Option { return func(l *Log) { l.sync = false } }
 func WithLogger(logger *slog.Logger) Option { return func(l *Log) { l.logger = logger } }
 
 func newLog(w io.Writer, prev string) *Log {
-	l := &Log{w: w, prev: prev, now: time.Now, logger: slog.New(slog.DiscardHandler)}
+	l := &Log{w: w, prev: prev, now: time.Now, logger: slog.New(slog.DiscardHandler), enough: make(chan struct{}, 1)}
 	l.cond = sync.NewCond(&l.mu)
 	l.base.known = true // nothing came before, unless Open says otherwise
 	return l
@@ -170,6 +183,12 @@ func (l *Log) Write(ctx context.Context, r Record) (Record, error) {
 	}
 	p := &pending{rec: r, enc: enc}
 	l.queue = append(l.queue, p)
+	if l.holding && len(l.queue) >= l.peak {
+		select {
+		case l.enough <- struct{}{}:
+		default: // told already
+		}
+	}
 	for !p.done {
 		if l.leading {
 			l.cond.Wait()
@@ -188,20 +207,14 @@ func (l *Log) Write(ctx context.Context, r Record) (Record, error) {
 // mu while it writes, so that new records queue up for the next commit.
 func (l *Log) commit() {
 	l.leading = true
-	if l.file != nil && l.sync && l.last > 1 && len(l.queue) < l.last {
-		// The writers the last commit woke are still writing their next
-		// records; an fsync started now would cover only those that beat
-		// the leader here and leave the rest for the one after. A short
-		// wait, far shorter than an fsync, lets them join this one.
-		for deadline := time.Now().Add(commitDelay); len(l.queue) < l.last && time.Now().Before(deadline); {
-			l.mu.Unlock()
-			runtime.Gosched()
-			l.mu.Lock()
-		}
+	if l.file != nil && l.sync {
+		l.hold()
 	}
 	batch := l.queue
 	l.queue = l.leadBufs.spare[:0]
-	l.last = len(batch)
+	if l.sincePeak++; len(batch) >= l.peak || l.sincePeak >= peakMemory {
+		l.peak, l.sincePeak = len(batch), 0
+	}
 	prev, size, broken := l.prev, l.size, l.broken
 	l.mu.Unlock()
 
@@ -232,6 +245,51 @@ func (l *Log) commit() {
 	l.cond.Broadcast()
 }
 
+// hold keeps the leader, with mu held on entry and return, from its
+// fsync while fewer records are queued than the recent peak, for at most
+// two fsync times: the writers of the last commits are on their next
+// requests, and one fsync can cover them as well as it covers fewer. The
+// wait is bounded so that it at most doubles a commit's latency, and skipped
+// before the first fsync is timed and whenever the queue already holds the
+// peak (a lone writer's peak is one).
+func (l *Log) hold() {
+	wait := min(2*l.syncTime, maxCommitDelay)
+	if wait <= 0 || len(l.queue) >= l.peak {
+		return
+	}
+	l.held++
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	l.holding = true
+	defer func() { l.holding = false }()
+	for len(l.queue) < l.peak {
+		l.mu.Unlock()
+		select {
+		case <-l.enough:
+			l.mu.Lock()
+		case <-timer.C:
+			l.mu.Lock()
+			return
+		}
+	}
+}
+
+// syncTimed runs the fsync and folds its duration into syncTime, a moving
+// average that weighs the latest one eighth. Only the leader calls it,
+// without mu; the next leader reads syncTime under mu, which this one
+// takes back before any other can lead.
+func (l *Log) syncTimed() error {
+	start := time.Now()
+	err := l.fsync()
+	d := time.Since(start)
+	if l.syncTime == 0 {
+		l.syncTime = d
+	} else {
+		l.syncTime += (d - l.syncTime) / 8
+	}
+	return err
+}
+
 // writeBatch chains batch onto prev and writes it. It returns the bytes
 // written, the new head's hash and, on failure, the error every record of
 // the batch gets, and whether the Log must stop (fatal).
@@ -260,7 +318,7 @@ func (l *Log) writeBatch(batch []*pending, prev string, size int64, broken error
 		return n, "", fmt.Errorf("write audit record: %w", err), !l.undo(n, size)
 	}
 	if l.file != nil && l.sync {
-		if err := l.fsync(); err != nil {
+		if err := l.syncTimed(); err != nil {
 			// After a failed fsync the kernel may have dropped the lines
 			// while the file still looks whole: stop writing rather than
 			// chain onto records that may not exist.

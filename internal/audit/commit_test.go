@@ -300,3 +300,106 @@ func TestConcurrentWritesWithFsyncChainInTimeOrder(t *testing.T) {
 		t.Errorf("Verify = %d records, %v; want %d, nil", s.Records, err, writers*each)
 	}
 }
+
+// holding waits until l's leader holds its fsync, and says how many
+// commits have been held.
+func holding(t *testing.T, l *Log) int64 {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l.mu.Lock()
+		h, held := l.holding, l.held
+		l.mu.Unlock()
+		if h {
+			return held
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the leader never held its fsync")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+// TestALeaderHoldsItsFsyncForTheWritersItExpects: after a commit of four,
+// the next leader waits for four records before its fsync, and one fsync
+// covers them; with fewer to come it waits only a bounded time; a lone
+// writer never waits.
+func TestALeaderHoldsItsFsyncForTheWritersItExpects(t *testing.T) {
+	l, err := Open(filepath.Join(t.TempDir(), "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	g := gate(t, l)
+	results := make(chan writeResult, 16)
+	write := func(i int) {
+		r, err := l.Write(context.Background(), sample(i))
+		results <- writeResult{r, err, g.synced.Load()}
+	}
+	expect := func(n int, synced int64) {
+		t.Helper()
+		for range n {
+			if r := <-results; r.err != nil || r.synced != synced {
+				t.Fatalf("Write = %+v, want success after fsync %d", r, synced)
+			}
+		}
+	}
+
+	// A commit of one, then one of four: the peak is four.
+	go write(0)
+	<-g.entered
+	for i := 1; i <= 4; i++ {
+		go write(i)
+	}
+	queued(t, l, 4)
+	g.release <- nil
+	expect(1, 1)
+	<-g.entered
+	g.release <- nil
+	expect(4, 2)
+
+	// The next leader holds for the three it expects; one fsync covers all.
+	go write(5)
+	held := holding(t, l)
+	for i := 6; i <= 8; i++ {
+		go write(i)
+	}
+	<-g.entered
+	g.release <- nil
+	expect(4, 3)
+
+	// With only two coming the hold ends by itself, and the fsync covers
+	// the two.
+	go write(9)
+	holding(t, l)
+	go write(10)
+	<-g.entered
+	g.release <- nil
+	expect(2, 4)
+	if g.calls.Load() != 4 {
+		t.Errorf("%d fsyncs, want 4", g.calls.Load())
+	}
+	l.mu.Lock()
+	if l.held != held+1 {
+		t.Errorf("%d commits held, want %d", l.held, held+1)
+	}
+	l.mu.Unlock()
+}
+
+func TestALoneWriterNeverHolds(t *testing.T) {
+	l, err := Open(filepath.Join(t.TempDir(), "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := range 20 {
+		if _, err := l.Write(context.Background(), sample(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held != 0 || l.commits != 20 {
+		t.Errorf("a lone writer's 20 records: %d commits, %d held; want 20 commits, none held", l.commits, l.held)
+	}
+}
