@@ -99,7 +99,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Broker, err err
 		Limits: limits(cfg.RateLimit, b.replay),
 		Logger: logger, Metrics: metrics,
 	}
-	deps.Metrics.Registry.MustRegister(b.verifier.Collector(), b.policies.Collector())
+	deps.Metrics.Registry.MustRegister(b.verifier.Collector(), b.policies.Collector(), b.audit.Collector())
 	if b.auditCPs, err = startCheckpoints(b.audit, logger, b.minters); err != nil {
 		return nil, err
 	}

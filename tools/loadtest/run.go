@@ -134,11 +134,12 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tround\tbare req/s\tbare p50\tbare p99\tferry req/s\tferry p50\tferry p99\tratio\t")
+	fmt.Fprintln(tw, "scenario\tround\tbare req/s\tbare p50\tbare p99\tferry req/s\tferry p50\tferry p99\tferry CPU/req\trecords/fsync\tratio\t")
 	type summary struct {
 		s          scenario
 		ratios     []float64
 		p99s       []time.Duration
+		cpus       []time.Duration
 		unexpected int
 	}
 	var sums []summary
@@ -153,22 +154,30 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			if s.fresh {
 				tokens = allowed[r*o.maxRequests : (r+1)*o.maxRequests]
 			}
-			target := brokers[s.broker].url + "/v1/exchange"
+			b := brokers[s.broker]
 			var fb, bb result
+			var cpu time.Duration
+			var perFsync float64
+			ferry := func() {
+				before := readCounters(ctx, client, b.url)
+				fb = drive(ctx, client, b.url+"/v1/exchange", body, s.status, o.conns, o.maxRequests, o.round)
+				cpu, perFsync = perRequest(before, readCounters(ctx, client, b.url), fb.requests)
+			}
 			// Alternate which goes first, so neither always follows the
 			// other's leftovers (GC, disk writeback).
 			if r%2 == 0 {
 				bb = drive(ctx, client, bare+"/v1/exchange", body, http.StatusOK, o.conns, o.maxRequests, o.round)
-				fb = drive(ctx, client, target, body, s.status, o.conns, o.maxRequests, o.round)
+				ferry()
 			} else {
-				fb = drive(ctx, client, target, body, s.status, o.conns, o.maxRequests, o.round)
+				ferry()
 				bb = drive(ctx, client, bare+"/v1/exchange", body, http.StatusOK, o.conns, o.maxRequests, o.round)
 			}
 			ratio := fb.rps() / bb.rps()
 			sum.ratios = append(sum.ratios, ratio)
 			sum.p99s = append(sum.p99s, fb.p99)
+			sum.cpus = append(sum.cpus, cpu)
 			sum.unexpected += fb.unexpected + bb.unexpected
-			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%.0f\t%s\t%s\t%.2f\t\n", s.name, r+1, bb.rps(), ms(bb.p50), ms(bb.p99), fb.rps(), ms(fb.p50), ms(fb.p99), ratio)
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%.2f\t\n", s.name, r+1, bb.rps(), ms(bb.p50), ms(bb.p99), fb.rps(), ms(fb.p50), ms(fb.p99), us(cpu), perCommit(perFsync), ratio)
 		}
 		sums = append(sums, sum)
 	}
@@ -188,7 +197,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			continue
 		}
 		ratio, p99 := median(sum.ratios), medianDur(sum.p99s)
-		fmt.Fprintf(tw, "  %s\tratio %.2f\tferry p99 %s\t%s\n", sum.s.name, ratio, ms(p99), sum.s.what)
+		fmt.Fprintf(tw, "  %s\tratio %.2f\tferry p99 %s\tCPU %s a request\t%s\n", sum.s.name, ratio, ms(p99), us(medianDur(sum.cpus)), sum.s.what)
 		if sum.unexpected > 0 {
 			failed = append(failed, fmt.Sprintf("%s: %d answers with an unexpected status", sum.s.name, sum.unexpected))
 		}
