@@ -189,6 +189,12 @@ func TestReplayedTokenIsRefusedPerPolicy(t *testing.T) {
 	if !strings.Contains(r.str("error_description"), "already used") {
 		t.Errorf("description %q", r.str("error_description"))
 	}
+	// A Ferry token is signed before its jti is claimed (grant.Local); the
+	// one signed for the replay was dropped, and its refusal names none.
+	recs := h.auditRecords()
+	if last := recs[len(recs)-1]; last.Decision != audit.Deny || last.Credential != nil {
+		t.Errorf("the replay's audit record = %s with credential %+v, want a deny naming no credential", last.Decision, last.Credential)
+	}
 	// Single use is per policy: the same job may reach a second policy.
 	if r := h.exchange("scoped", tok, nil); r.status != 200 {
 		t.Fatalf("other policy: %d %s", r.status, r.raw)

@@ -553,10 +553,8 @@ var releaseRecordPaths = []struct{ policy, sample string }{
 func TestReleaseRecordsAreKeptHashedInTheStore(t *testing.T) {
 	for _, p := range releaseRecordPaths {
 		t.Run(p.policy, func(t *testing.T) {
-			gh, gl := issuers.Start(t)
-			key, _ := tokensign.GenerateKey()
 			store := &recordingStore{Memory: replay.NewMemory()}
-			r := newReplica(t, replicaOpts{gh: gh, gl: gl, key: key, store: store, noGCP: true})
+			r, gh := replicaOver(t, store)
 			g := mustGrant(t, r.exchange(p.policy, issuers.Sign(t, gh, p.sample, nil)))
 			r.release(g.requestID, g.releaseToken)
 			if len(store.puts) == 0 {
@@ -576,6 +574,18 @@ func TestReleaseRecordsAreKeptHashedInTheStore(t *testing.T) {
 			}
 		})
 	}
+}
+
+// replicaOver starts a replica (no GCP) over store, with its own issuers
+// and signing key, and returns it with its GitHub issuer.
+func replicaOver(t *testing.T, store replay.Store) (*replica, *devissuer.Issuer) {
+	t.Helper()
+	gh, gl := issuers.Start(t)
+	key, err := tokensign.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newReplica(t, replicaOpts{gh: gh, gl: gl, key: key, store: store, noGCP: true}), gh
 }
 
 // recordingStore is the real memory store that keeps a copy of each value
@@ -605,10 +615,8 @@ func (s *recordingStore) ClaimPut(ctx context.Context, key string, expiry time.T
 func TestAGrantThatCannotBeKeptForReleaseIsRefused(t *testing.T) {
 	for _, p := range releaseRecordPaths {
 		t.Run(p.policy, func(t *testing.T) {
-			gh, gl := issuers.Start(t)
-			key, _ := tokensign.GenerateKey()
 			store := &failingRecords{Memory: replay.NewMemory()}
-			r := newReplica(t, replicaOpts{gh: gh, gl: gl, key: key, store: store, noGCP: true})
+			r, gh := replicaOver(t, store)
 			tok := issuers.Sign(t, gh, p.sample, nil)
 			store.fail = true
 			wantError(t, r.exchange(p.policy, tok), 503, "unavailable")

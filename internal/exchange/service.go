@@ -337,10 +337,12 @@ func (s *Service) exchange(ctx context.Context, req Request, rec *audit.Record) 
 	var releaseToken string
 	switch {
 	case together:
-		// A refusal here drops a credential that never left the broker.
 		releaseToken, err = s.claimAndKeep(ctx, s.claimPut, c, made)
 		s.d.Metrics.stage(stageReplay, t, s.d.Now())
 		if err != nil {
+			// The credential never left the broker: nothing was issued,
+			// and the refusal's record names none.
+			rec.Credential = nil
 			return nil, "", err
 		}
 	case !req.BearerOnly: // RFC 8693's answer has no place for a release token

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -100,27 +98,11 @@ var claimPutCases = []struct {
 		}
 	}},
 	{"of racing requests on one key exactly one wins", func(t *testing.T, h claimPutHarness) {
-		var wins, errs atomic.Int32
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i := range 16 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				ok, err := h.store.ClaimPut(context.Background(), "jti-raced", h.now().Add(time.Minute), fmt.Sprint("grant/raced-", i), []byte("g"), h.now().Add(time.Hour))
-				if err != nil {
-					errs.Add(1)
-				}
-				if ok {
-					wins.Add(1)
-				}
-			}()
-		}
-		close(start)
-		wg.Wait()
-		if wins.Load() != 1 || errs.Load() != 0 {
-			t.Fatalf("%d won and %d failed, want exactly 1 win and no errors", wins.Load(), errs.Load())
+		wins, errs := race(16, func(i int) (bool, error) {
+			return h.store.ClaimPut(context.Background(), "jti-raced", h.now().Add(time.Minute), fmt.Sprint("grant/raced-", i), []byte("g"), h.now().Add(time.Hour))
+		})
+		if wins != 1 || errs != 0 {
+			t.Fatalf("%d won and %d failed, want exactly 1 win and no errors", wins, errs)
 		}
 		kept := 0
 		for i := range 16 {
@@ -157,10 +139,7 @@ func TestMemoryClaimPut(t *testing.T) {
 func TestRedisClaimPut(t *testing.T) {
 	srv := redisproc.Start(t)
 	runClaimPutCases(t, func(t *testing.T) claimPutHarness {
-		r := newRedisStore(t, srv)
-		if err := r.client.FlushDB(context.Background()).Err(); err != nil {
-			t.Fatal(err)
-		}
+		r := emptyRedisStore(t, srv)
 		return claimPutHarness{store: r, now: time.Now}
 	})
 }

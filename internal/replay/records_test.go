@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -132,28 +131,17 @@ var recordCases = []struct {
 	}},
 	{"of a hundred concurrent puts of one key exactly one wins", func(t *testing.T, h recordHarness) {
 		exp := h.now().Add(time.Minute)
-		var wins, errs atomic.Int32
 		var winner atomic.Value
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i := range 100 {
-			wg.Go(func() {
-				<-start
-				v := fmt.Sprint("replica-", i)
-				ok, err := h.store.Put(context.Background(), "released/raced", []byte(v), exp)
-				if err != nil {
-					errs.Add(1)
-				}
-				if ok {
-					wins.Add(1)
-					winner.Store(v)
-				}
-			})
-		}
-		close(start)
-		wg.Wait()
-		if wins.Load() != 1 || errs.Load() != 0 {
-			t.Fatalf("%d puts won and %d failed, want exactly 1 win and no errors", wins.Load(), errs.Load())
+		wins, errs := race(100, func(i int) (bool, error) {
+			v := fmt.Sprint("replica-", i)
+			ok, err := h.store.Put(context.Background(), "released/raced", []byte(v), exp)
+			if ok {
+				winner.Store(v)
+			}
+			return ok, err
+		})
+		if wins != 1 || errs != 0 {
+			t.Fatalf("%d puts won and %d failed, want exactly 1 win and no errors", wins, errs)
 		}
 		mustGet(t, h, "released/raced", winner.Load().(string), true)
 	}},
@@ -197,10 +185,7 @@ func TestMemoryRecords(t *testing.T) {
 func TestRedisRecords(t *testing.T) {
 	srv := redisproc.Start(t)
 	runRecordCases(t, func(t *testing.T) recordHarness {
-		r := newRedisStore(t, srv)
-		if err := r.client.FlushDB(context.Background()).Err(); err != nil {
-			t.Fatal(err)
-		}
+		r := emptyRedisStore(t, srv)
 		return recordHarness{store: r, now: time.Now, wait: time.Sleep}
 	})
 }

@@ -24,13 +24,21 @@ func newRedisStore(t *testing.T, s *redisproc.Server) *Redis {
 	return r
 }
 
+// emptyRedisStore is newRedisStore on an emptied database, for a case
+// that must start from nothing.
+func emptyRedisStore(t *testing.T, s *redisproc.Server) *Redis {
+	t.Helper()
+	r := newRedisStore(t, s)
+	if err := r.client.FlushDB(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 func TestRedis(t *testing.T) {
 	srv := redisproc.Start(t)
 	runStoreCases(t, func(t *testing.T) harness {
-		r := newRedisStore(t, srv)
-		if err := r.client.FlushDB(context.Background()).Err(); err != nil {
-			t.Fatal(err)
-		}
+		r := emptyRedisStore(t, srv)
 		return harness{store: r, now: time.Now, wait: time.Sleep}
 	})
 }

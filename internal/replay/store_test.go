@@ -91,25 +91,9 @@ var storeCases = []struct {
 	}},
 	{"of a hundred concurrent claims of one key exactly one wins", func(t *testing.T, h harness) {
 		exp := h.now().Add(time.Minute)
-		var wins, errs atomic.Int32
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for range 100 {
-			wg.Go(func() {
-				<-start
-				ok, err := h.store.Claim(context.Background(), "jti-raced", exp)
-				if err != nil {
-					errs.Add(1)
-				}
-				if ok {
-					wins.Add(1)
-				}
-			})
-		}
-		close(start)
-		wg.Wait()
-		if wins.Load() != 1 || errs.Load() != 0 {
-			t.Errorf("%d claims won and %d failed, want exactly 1 win and no errors", wins.Load(), errs.Load())
+		wins, errs := race(100, func(int) (bool, error) { return h.store.Claim(context.Background(), "jti-raced", exp) })
+		if wins != 1 || errs != 0 {
+			t.Errorf("%d claims won and %d failed, want exactly 1 win and no errors", wins, errs)
 		}
 	}},
 }
@@ -129,4 +113,27 @@ func mustClaim(t *testing.T, h harness, key string, expiry time.Time, want bool)
 	if got != want {
 		t.Fatalf("Claim(%.20q) = %v, want %v", key, got, want)
 	}
+}
+
+// race runs try(0) … try(n-1) at once, each on its own goroutine released
+// together, and counts the calls that won (true) and that failed.
+func race(n int, try func(i int) (bool, error)) (wins, errs int32) {
+	var w, e atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			ok, err := try(i)
+			if err != nil {
+				e.Add(1)
+			}
+			if ok {
+				w.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	return w.Load(), e.Load()
 }
