@@ -248,10 +248,10 @@ func (l *Log) commit() {
 // hold keeps the leader, with mu held on entry and return, from its
 // fsync while fewer records are queued than the recent peak, for at most
 // two fsync times: the writers of the last commits are on their next
-// requests, and one fsync can cover them as well as it covers fewer. The
-// wait is bounded so that it at most doubles a commit's latency, and skipped
-// before the first fsync is timed and whenever the queue already holds the
-// peak (a lone writer's peak is one).
+// requests, and one fsync can cover them as well as it covers fewer. A
+// held commit so takes at most three fsync times instead of one; the hold
+// is skipped before the first fsync is timed and whenever the queue
+// already holds the peak (a lone writer's peak is one).
 func (l *Log) hold() {
 	wait := min(2*l.syncTime, maxCommitDelay)
 	if wait <= 0 || len(l.queue) >= l.peak {

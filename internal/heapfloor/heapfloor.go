@@ -3,10 +3,11 @@
 //
 // The collector's goal is twice the live heap (GOGC=100), and never less
 // than 4 MiB. A broker with a handful of policies holds 2 – 3 MiB live, so
-// at thousands of requests a second, each allocating tens of kilobytes of
-// garbage, it collected a hundred times a second, and the fixed cost of
-// each cycle (its pauses, starting the mark workers, sweeping) came to a
-// sixth of the CPU (docs/performance.md). Keep raises GOGC while the live
+// at thousands of requests a second, each leaving tens of kilobytes of
+// garbage, it collected some fifty times a second, each cycle with its
+// fixed costs (two pauses, starting the mark workers, sweeping); a larger
+// goal gave the refusal path an eighth more throughput
+// (docs/performance.md). Keep raises GOGC while the live
 // heap is small, so that the goal stays at the floor, and lets it fall back
 // as the heap grows: a broker whose live heap is past half the floor (ten
 // thousand policies, many grants kept for release) collects exactly as it
