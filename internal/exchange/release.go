@@ -137,7 +137,7 @@ func (s *Service) claimAndKeep(ctx context.Context, store replay.ClaimPutter, c 
 	}
 	fresh, err := store.ClaimPut(ctx, c.key, c.expiry, grantKeyPrefix+g.requestID, data, until)
 	switch {
-	case errors.Is(err, replay.ErrRecordTaken):
+	case err != nil && refusedRecord(err):
 		return "", grantNotKept(err)
 	case err != nil:
 		return "", replayFailure(err, s.d.Now())
@@ -145,6 +145,14 @@ func (s *Service) claimAndKeep(ctx context.Context, store replay.ClaimPutter, c 
 		return "", s.replayed(c)
 	}
 	return token, nil
+}
+
+// refusedRecord says a ClaimPut failed on the release record (its key
+// taken, the records at their bound) and not on the claim, so that the
+// refusal says which, as the two steps would.
+func refusedRecord(err error) bool {
+	var claimsFull *replay.FullError
+	return !errors.As(err, &claimsFull) && (errors.Is(err, replay.ErrRecordTaken) || errors.Is(err, replay.ErrRecordsFull))
 }
 
 // madeGrant is a credential minted and not yet answered: what keeping it
@@ -160,14 +168,14 @@ type madeGrant struct {
 // record is what release will need of the grant: its release token, the
 // record that holds the token's hash, and how long to keep it.
 func (m madeGrant) record() (token string, data []byte, until time.Time, err error) {
-	rec, cred, grantedAt, lifetime := m.rec, m.cred, m.at, m.lifetime
 	token, hash, err := newReleaseToken()
 	if err != nil {
 		return "", nil, time.Time{}, &unavailable{reason: "the broker could not make a release token; no credential was issued", err: err}
 	}
+	rec, cred := m.rec, m.cred
 	g := grantRecord{
 		TokenHash: hash, Policy: rec.Policy, Kind: rec.Credential.Type, State: cred.Release, CredentialID: cred.ID,
-		GrantedAt: grantedAt.UTC(), ExpiresAt: cred.ExpiresAt.UTC(), Granted: grantedSeconds(grantedAt, cred.ExpiresAt, lifetime),
+		GrantedAt: m.at.UTC(), ExpiresAt: cred.ExpiresAt.UTC(), Granted: grantedSeconds(m.at, cred.ExpiresAt, m.lifetime),
 		Issuer: rec.Issuer, Subject: rec.Subject, Claims: rec.Claims,
 	}
 	data, err = json.Marshal(g)

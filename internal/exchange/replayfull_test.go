@@ -107,3 +107,27 @@ func tokenForm(policy, tok string) url.Values {
 		"audience":           {policy},
 	}
 }
+
+// Records at their bound refuse a grant the same way whichever path keeps
+// it: the token kind's one step (claim and record together) and aws's
+// claim then record. The token is not spent either way.
+func TestFullReleaseRecordsRefuseTheGrantAndKeepTheToken(t *testing.T) {
+	for _, p := range []struct{ policy, sample string }{
+		{"artifacts", "github-push-main"},
+		{"deploy-prod", "github-environment-production"},
+	} {
+		t.Run(p.policy, func(t *testing.T) {
+			store := replay.NewMemory(replay.WithMaxRecordBytes(16))
+			h := newHarness(t, harnessOpts{replay: store, awsMinter: &flakyAWS{ok: true}})
+			tok := h.sign(h.gh, p.sample, nil)
+			r := h.exchange(p.policy, tok, nil)
+			wantError(t, r, 503, "unavailable")
+			if !strings.Contains(r.str("error_description"), "could not record the grant for release") {
+				t.Errorf("description %q, want the release record named", r.str("error_description"))
+			}
+			if store.Len() != 0 {
+				t.Errorf("%d token ids claimed after a refused grant, want none", store.Len())
+			}
+		})
+	}
+}

@@ -61,8 +61,9 @@ func checkPut(key string, value []byte, expiry, now time.Time) error {
 	return nil
 }
 
-// errRecordsFull is ErrFull for Records.
-var errRecordsFull = fmt.Errorf("records: %w", ErrFull)
+// ErrRecordsFull is ErrFull for Records: the values it keeps are at their
+// bound. errors.Is(err, ErrFull) holds for it too.
+var ErrRecordsFull = fmt.Errorf("records: %w", ErrFull)
 
 // table is Memory's Records: values by hashed key with an expiry heap, so
 // expired values are dropped oldest first on each Put and never linger.
@@ -124,7 +125,7 @@ func (m *Memory) Put(ctx context.Context, key string, value []byte, expiry time.
 func (m *Memory) roomForRecord(n int) error {
 	t := &m.records
 	if len(t.entries) >= m.max || t.bytes+n > m.maxRecordBytes {
-		return fmt.Errorf("record put: %w (%d live records, %d bytes)", errRecordsFull, len(t.entries), t.bytes)
+		return fmt.Errorf("record put: %w (%d live records, %d bytes)", ErrRecordsFull, len(t.entries), t.bytes)
 	}
 	return nil
 }
