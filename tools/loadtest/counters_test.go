@@ -47,3 +47,13 @@ func TestCountersMissingReadAsUnknown(t *testing.T) {
 		t.Errorf("an unreachable broker's counters = %+v", c)
 	}
 }
+
+func TestCPURatio(t *testing.T) {
+	cpus := map[string]time.Duration{"deny": 100 * time.Microsecond, "deny-10k": 122 * time.Microsecond}
+	if got := cpuRatio(cpus, "deny-10k", "deny"); got != "; 1.22x by CPU a request" {
+		t.Errorf("cpuRatio = %q", got)
+	}
+	if got := cpuRatio(cpus, "token-redis", "token"); got != "" {
+		t.Errorf("cpuRatio without figures = %q, want nothing", got)
+	}
+}

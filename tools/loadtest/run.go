@@ -192,12 +192,14 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	var failed []string
 	var memoryToken, redisToken, deny, deny10k float64
+	cpus := map[string]time.Duration{}
 	for _, sum := range sums {
 		if len(sum.ratios) == 0 {
 			continue
 		}
 		ratio, p99 := median(sum.ratios), medianDur(sum.p99s)
-		fmt.Fprintf(tw, "  %s\tratio %.2f\tferry p99 %s\tCPU %s a request\t%s\n", sum.s.name, ratio, ms(p99), us(medianDur(sum.cpus)), sum.s.what)
+		cpus[sum.s.name] = medianDur(sum.cpus)
+		fmt.Fprintf(tw, "  %s\tratio %.2f\tferry p99 %s\tCPU %s a request\t%s\n", sum.s.name, ratio, ms(p99), us(cpus[sum.s.name]), sum.s.what)
 		if sum.unexpected > 0 {
 			failed = append(failed, fmt.Sprintf("%s: %d answers with an unexpected status", sum.s.name, sum.unexpected))
 		}
@@ -214,10 +216,10 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	}
 	tw.Flush()
 	if memoryToken > 0 && redisToken > 0 {
-		fmt.Fprintf(w, "  redis replay store costs %.0f%% against memory (token scenario ratios)\n", 100*(1-redisToken/memoryToken))
+		fmt.Fprintf(w, "  redis replay store costs %.0f%% against memory (token scenario ratios)%s\n", 100*(1-redisToken/memoryToken), cpuRatio(cpus, "token-redis", "token"))
 	}
 	if deny > 0 && deny10k > 0 {
-		fmt.Fprintf(w, "  10,000 policies cost %.2fx the request cost of %d (deny scenario ratios)\n", deny/deny10k, len(policies))
+		fmt.Fprintf(w, "  10,000 policies cost %.2fx the request cost of %d (deny scenario ratios)%s\n", deny/deny10k, len(policies), cpuRatio(cpus, "deny-10k", "deny"))
 	}
 	for _, name := range slices.Sorted(maps.Keys(brokers)) {
 		fmt.Fprintf(w, "  broker %-10s resident %s at the end\n", name, brokers[name].rss())
@@ -258,6 +260,15 @@ func signTokens(gh *devissuer.Issuer, n int, edit map[string]any) ([]string, err
 	}
 	wg.Wait()
 	return out, errors.Join(errs...)
+}
+
+// cpuRatio says what scenario a's CPU a request is to b's, when both
+// brokers reported it.
+func cpuRatio(cpus map[string]time.Duration, a, b string) string {
+	if cpus[a] <= 0 || cpus[b] <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %.2fx by CPU a request", float64(cpus[a])/float64(cpus[b]))
 }
 
 func median(xs []float64) float64 {
