@@ -1,7 +1,6 @@
 package exchange
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -179,18 +178,19 @@ func readBody(c echo.Context) ([]byte, error) {
 	return body, nil
 }
 
-// readAll reads r to its end. A body whose length was declared (net/http
-// holds it to that) is read into one buffer of that size, not grown from
-// io.ReadAll's 512 bytes and copied on the way.
+// readAll reads r to its end. A body whose length was declared is read
+// into one buffer of exactly that size, not grown from io.ReadAll's 512
+// bytes and copied on the way: net/http ends the body there, and a body
+// cut short of it is an error either way (io.ErrUnexpectedEOF).
 func readAll(r io.Reader, declared int64) ([]byte, error) {
 	if declared <= 0 || declared > MaxBodyBytes {
 		return io.ReadAll(r)
 	}
-	// ReadFrom wants MinRead bytes free before each read, the last one
-	// (which finds the end) included.
-	buf := bytes.NewBuffer(make([]byte, 0, declared+bytes.MinRead))
-	_, err := buf.ReadFrom(r)
-	return buf.Bytes(), err
+	buf := make([]byte, declared)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
 }
 
 func (h *handler) rateLimit(l *limiter) echo.MiddlewareFunc {

@@ -138,3 +138,32 @@ func BenchmarkDecodeExchange(b *testing.B) {
 		}
 	}
 }
+
+func TestReadAllReadsTheDeclaredLength(t *testing.T) {
+	body := `{"policy":"p","token":"t"}`
+	tests := []struct {
+		name     string
+		sent     string
+		declared int64
+		wantErr  bool
+	}{
+		{"the declared length", body, int64(len(body)), false},
+		{"no length declared (chunked)", body, -1, false},
+		{"a length past the limit is read to its end, for the limit to refuse", body, MaxBodyBytes + 1, false},
+		{"a body cut short of its length", body[:10], int64(len(body)), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := readAll(strings.NewReader(tt.sent), tt.declared)
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("readAll = %q, want an error", got)
+				}
+				return
+			}
+			if err != nil || string(got) != tt.sent {
+				t.Fatalf("readAll = %q, %v; want %q", got, err, tt.sent)
+			}
+		})
+	}
+}
