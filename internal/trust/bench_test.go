@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/ferry-broker/ferry/internal/testsupport/deploypolicy"
 )
 
 // benchSet compiles n policies shaped like deploy-prod, one per
@@ -12,25 +14,8 @@ import (
 func benchSet(b *testing.B, n int) *Set {
 	b.Helper()
 	files := make(map[string][]byte, n)
-	for i := 0; i < n; i++ {
-		files[fmt.Sprintf("deploy-%05d.yaml", i)] = []byte(fmt.Sprintf(`issuer: github
-match:
-  repository: acme/app-%d
-  repository_id: "%d"
-  ref: refs/heads/main
-  environment: production
-  event_name: [push, workflow_dispatch]
-  job_workflow_ref: "acme/app-%d/.github/workflows/*.yml@refs/heads/main"
-deny:
-  - event_name: pull_request_target
-  - actor: "*[bot]"
-grant:
-  aws:
-    role_arn: arn:aws:iam::123456789012:role/deploy-%d
-    session_policy:
-      Statement: [{Effect: Allow, Action: "s3:*", Resource: "arn:aws:s3:::artifacts/{{repository}}/*"}]
-    session_tags: [repository, ref, run_id]
-`, i, 100000+i, i, i))
+	for i := range n {
+		files[deploypolicy.Name(i)+".yaml"] = deploypolicy.YAML(i)
 	}
 	set, err := LoadFiles(files, testIssuers)
 	if err != nil {
@@ -43,15 +28,15 @@ func BenchmarkAuthorize(b *testing.B) {
 	for _, n := range []int{10, 1000, 10000} {
 		set := benchSet(b, n)
 		i := n / 2
-		policy := fmt.Sprintf("deploy-%05d", i)
+		policy := deploypolicy.Name(i)
 		allowed := sampleClaims(b, "github-environment-production", map[string]any{
-			"repository":       fmt.Sprintf("acme/app-%d", i),
-			"repository_id":    fmt.Sprint(100000 + i),
-			"job_workflow_ref": fmt.Sprintf("acme/app-%d/.github/workflows/deploy.yml@refs/heads/main", i),
+			"repository":       deploypolicy.Repository(i),
+			"repository_id":    deploypolicy.RepositoryID(i),
+			"job_workflow_ref": deploypolicy.WorkflowRef(i),
 		})
 		refused := sampleClaims(b, "github-environment-production", map[string]any{
-			"repository":    fmt.Sprintf("acme/app-%d", i),
-			"repository_id": fmt.Sprint(100000 + i),
+			"repository":    deploypolicy.Repository(i),
+			"repository_id": deploypolicy.RepositoryID(i),
 			"ref":           "refs/heads/dev",
 		})
 		b.Run(fmt.Sprintf("policies=%d/allowed", n), func(b *testing.B) {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ferry-broker/ferry/internal/mint/tokensign"
+	"github.com/ferry-broker/ferry/internal/testsupport/deploypolicy"
 )
 
 // The policies every broker serves: one a deny path refuses on its ref,
@@ -52,25 +53,7 @@ func writeConfig(dir, issuer, replay, auditPath string, extra int) (string, erro
 		}
 	}
 	for i := range extra {
-		body := fmt.Sprintf(`issuer: github
-match:
-  repository: acme/app-%d
-  repository_id: "%d"
-  ref: refs/heads/main
-  environment: production
-  event_name: [push, workflow_dispatch]
-  job_workflow_ref: "acme/app-%d/.github/workflows/*.yml@refs/heads/main"
-deny:
-  - event_name: pull_request_target
-  - actor: "*[bot]"
-grant:
-  aws:
-    role_arn: arn:aws:iam::123456789012:role/deploy-%d
-    session_policy:
-      Statement: [{Effect: Allow, Action: "s3:*", Resource: "arn:aws:s3:::artifacts/{{repository}}/*"}]
-    session_tags: [repository, ref, run_id]
-`, i, 100000+i, i, i)
-		if err := os.WriteFile(filepath.Join(pdir, fmt.Sprintf("deploy-%05d.yaml", i)), []byte(body), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(pdir, deploypolicy.Name(i)+".yaml"), deploypolicy.YAML(i), 0o600); err != nil {
 			return "", err
 		}
 	}
