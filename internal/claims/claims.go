@@ -88,6 +88,18 @@ func (e *TypeError) Error() string {
 	return fmt.Sprintf("claim %q must be %s, got %s", e.Claim, e.Want, e.Got)
 }
 
+// setTime sets the registered time claim name (exp, nbf or iat).
+func (s *Set) setTime(name string, t time.Time) {
+	switch name {
+	case "exp":
+		s.Expiry = t
+	case "nbf":
+		s.NotBefore = t
+	case "iat":
+		s.IssuedAt = t
+	}
+}
+
 // FromMap builds a Set from decoded JSON (numbers as json.Number or float64).
 func FromMap(raw map[string]any) (*Set, error) {
 	s := &Set{values: make(map[string]Value, len(raw)), shapes: map[string]Kind{}}
@@ -105,14 +117,7 @@ func FromMap(raw map[string]any) (*Set, error) {
 			if err != nil {
 				return nil, err
 			}
-			switch name {
-			case "exp":
-				s.Expiry = t
-			case "nbf":
-				s.NotBefore = t
-			case "iat":
-				s.IssuedAt = t
-			}
+			s.setTime(name, t)
 			continue
 		}
 		val, kind, err := scalar(name, v)

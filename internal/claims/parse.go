@@ -129,14 +129,7 @@ func (s *Set) read(dec *jsontext.Decoder, name string) error {
 		if err != nil {
 			return err
 		}
-		switch name {
-		case "exp":
-			s.Expiry = t
-		case "nbf":
-			s.NotBefore = t
-		case "iat":
-			s.IssuedAt = t
-		}
+		s.setTime(name, t)
 		return nil
 	}
 	var v Value
