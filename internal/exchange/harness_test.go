@@ -411,24 +411,3 @@ func (h *harness) get(path string) response {
 	}
 	return h.do(req)
 }
-
-// testClock is a clock tests move by hand; it starts at the real time, so
-// tokens the real issuers sign verify.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newTestClock() *testClock { return &testClock{t: time.Now()} }
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}

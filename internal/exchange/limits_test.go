@@ -10,11 +10,12 @@ import (
 	"github.com/ferry-broker/ferry/internal/audit"
 	"github.com/ferry-broker/ferry/internal/exchange"
 	"github.com/ferry-broker/ferry/internal/limit"
+	"github.com/ferry-broker/ferry/internal/testsupport/fakeclock"
 )
 
-func limitedHarness(t *testing.T, perRepository, perPolicy limit.Rate) (*harness, *testClock) {
+func limitedHarness(t *testing.T, perRepository, perPolicy limit.Rate) (*harness, *fakeclock.Clock) {
 	t.Helper()
-	clock := newTestClock()
+	clock := fakeclock.At(time.Now())
 	return newHarness(t, harnessOpts{limits: exchange.Limits{
 		Limiter:       limit.NewMemory(limit.WithClock(clock.Now)),
 		PerRepository: perRepository, PerPolicy: perPolicy,

@@ -28,6 +28,7 @@ import (
 	"github.com/ferry-broker/ferry/internal/policystore"
 	"github.com/ferry-broker/ferry/internal/registry"
 	"github.com/ferry-broker/ferry/internal/replay"
+	"github.com/ferry-broker/ferry/internal/testsupport/fakeclock"
 	"github.com/ferry-broker/ferry/internal/testsupport/gcpfake"
 	"github.com/ferry-broker/ferry/internal/testsupport/issuers"
 	"github.com/ferry-broker/ferry/internal/testsupport/redisproc"
@@ -357,7 +358,7 @@ func mustRequest(t *testing.T, method, u string) *http.Request {
 func TestReleaseOfAnExpiredCredentialIsFine(t *testing.T) {
 	gh, gl := issuers.Start(t)
 	key, _ := tokensign.GenerateKey()
-	clock := newTestClock()
+	clock := fakeclock.At(time.Now())
 	r := newReplica(t, replicaOpts{gh: gh, gl: gl, key: key, now: clock.Now, noGCP: true,
 		store: replay.NewMemory(replay.WithClock(clock.Now))})
 	g := mustGrant(t, r.exchange("artifacts", issuers.Sign(t, gh, "github-push-main", nil)))

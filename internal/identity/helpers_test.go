@@ -10,34 +10,16 @@ import (
 	"hash"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ferry-broker/ferry/internal/devissuer"
 	"github.com/ferry-broker/ferry/internal/registry"
+	"github.com/ferry-broker/ferry/internal/testsupport/fakeclock"
 )
 
-// clock is a settable time source, so refresh rate limits and token times
-// are tested without sleeping.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now()} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+// newClock starts at the real time, so tokens the test issuers sign verify.
+func newClock() *fakeclock.Clock { return fakeclock.At(time.Now()) }
 
 func startIssuer(t testing.TB, opts devissuer.Options) *devissuer.Issuer {
 	t.Helper()
@@ -54,7 +36,7 @@ func startIssuer(t testing.TB, opts devissuer.Options) *devissuer.Issuer {
 type env struct {
 	github, gitlab *devissuer.Issuer
 	pool           *Pool
-	clock          *clock
+	clock          *fakeclock.Clock
 }
 
 func newEnv(t testing.TB, opts Options) *env {

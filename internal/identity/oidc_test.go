@@ -20,6 +20,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/ferry-broker/ferry/internal/claims"
+	"github.com/ferry-broker/ferry/internal/testsupport/fakeclock"
 )
 
 // Verify no longer runs go-oidc's IDTokenVerifier per token; it repeats
@@ -69,7 +70,7 @@ type refIssuer struct {
 	url   string
 	key   *ecdsa.PrivateKey
 	kid   string
-	clock *clock
+	clock *fakeclock.Clock
 	pool  *Pool
 	oidc  *oidc.IDTokenVerifier
 }

@@ -20,6 +20,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ferry-broker/ferry/internal/devissuer"
+	"github.com/ferry-broker/ferry/internal/testsupport/fakeclock"
 )
 
 // fakeTimer stands in for time.After in the scheduler: each call hands the
@@ -58,7 +59,7 @@ func (f *fakeTimer) next(t *testing.T) time.Duration {
 }
 
 // elapse moves the clock by d and fires the scheduler's timer.
-func (f *fakeTimer) elapse(t *testing.T, c *clock, d time.Duration) {
+func (f *fakeTimer) elapse(t *testing.T, c *fakeclock.Clock, d time.Duration) {
 	t.Helper()
 	c.Advance(d)
 	select {
@@ -72,7 +73,7 @@ func (f *fakeTimer) elapse(t *testing.T, c *clock, d time.Duration) {
 // timer and clock.
 type scheduled struct {
 	pool  *Pool
-	clock *clock
+	clock *fakeclock.Clock
 	timer *fakeTimer
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ferry-broker/ferry/internal/testsupport/fakeclock"
 	"github.com/ferry-broker/ferry/internal/testsupport/redisproc"
 )
 
@@ -144,25 +145,9 @@ func mustTake(t *testing.T, h harness, want time.Duration, buckets ...Bucket) {
 	}
 }
 
-// fakeClock moves only when told.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
+func newClock() *fakeclock.Clock {
+	return fakeclock.At(time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC))
 }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func newClock() *fakeClock { return &fakeClock{t: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)} }
 
 func TestMemory(t *testing.T) {
 	runLimiterCases(t, func(t *testing.T) harness {

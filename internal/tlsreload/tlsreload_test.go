@@ -16,28 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-broker/ferry/internal/testsupport/fakeclock"
 	"github.com/ferry-broker/ferry/internal/testsupport/testca"
 	"github.com/ferry-broker/ferry/internal/tlsreload"
 )
-
-// clock is a time the test moves by hand, so "after the interval" needs
-// no sleeping.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // logs collects what the reloader logs from the server's goroutines.
 type logs struct {
@@ -60,7 +42,7 @@ func (l *logs) String() string {
 type fixture struct {
 	ca                *testca.CA
 	certFile, keyFile string
-	clock             *clock
+	clock             *fakeclock.Clock
 	logs              *logs
 	reloader          *tlsreload.Reloader
 	addr              string
@@ -75,7 +57,7 @@ func start(t *testing.T) *fixture {
 		ca:       testca.New(t),
 		certFile: filepath.Join(dir, "tls.crt"),
 		keyFile:  filepath.Join(dir, "tls.key"),
-		clock:    &clock{t: time.Now()},
+		clock:    fakeclock.At(time.Now()),
 		logs:     &logs{},
 	}
 	f.ca.Issue(t, 1, time.Now().Add(time.Hour)).Write(t, f.certFile, f.keyFile)
@@ -278,7 +260,7 @@ func TestAKubernetesSecretVolumeUpdateIsPickedUp(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f := &fixture{ca: ca, certFile: filepath.Join(dir, "tls.crt"), keyFile: filepath.Join(dir, "tls.key"), clock: &clock{t: time.Now()}, logs: &logs{}}
+	f := &fixture{ca: ca, certFile: filepath.Join(dir, "tls.crt"), keyFile: filepath.Join(dir, "tls.key"), clock: fakeclock.At(time.Now()), logs: &logs{}}
 	f.serve(t)
 	if got := f.serial(t); got != 1 {
 		t.Fatalf("serial = %d, want 1", got)
