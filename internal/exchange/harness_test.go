@@ -172,11 +172,20 @@ type harnessOpts struct {
 	awsEndpoint, gcpEndpoint string
 }
 
-func newHarness(t *testing.T, o harnessOpts) *harness {
-	t.Helper()
-	h := &harness{t: t, logs: &syncBuffer{}}
-	h.gh, h.gl = issuers.Start(t)
+// serviceParts are what both harnesses build a Service from: a verifier
+// for the two test issuers, testPolicies in a policy store, an audit log
+// file, and a debug logger writing to the harness's logs.
+type serviceParts struct {
+	logger    *slog.Logger
+	pool      *identity.Pool
+	policies  *policystore.Store
+	auditLog  *audit.Log
+	auditPath string
+}
 
+// newServiceParts makes them; now, when set, is the verifier's clock.
+func newServiceParts(t *testing.T, logs io.Writer, gh, gl *devissuer.Issuer, now func() time.Time) serviceParts {
+	t.Helper()
 	dir := t.TempDir()
 	policyDir := filepath.Join(dir, "policies")
 	if err := os.Mkdir(policyDir, 0o700); err != nil {
@@ -187,24 +196,34 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 			t.Fatal(err)
 		}
 	}
-	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	pool, err := identity.NewPool([]identity.IssuerConfig{
-		{Name: "github", IssuerURL: h.gh.URL(), Audiences: []string{"ferry"}},
-		{Name: "gitlab", IssuerURL: h.gl.URL(), Audiences: []string{"ferry"}},
-	}, identity.Options{Logger: logger, Now: o.now, Claims: registry.Platforms()})
+	p := serviceParts{logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	var err error
+	p.pool, err = identity.NewPool([]identity.IssuerConfig{
+		{Name: "github", IssuerURL: gh.URL(), Audiences: []string{"ferry"}},
+		{Name: "gitlab", IssuerURL: gl.URL(), Audiences: []string{"ferry"}},
+	}, identity.Options{Logger: p.logger, Now: now, Claims: registry.Platforms()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := policystore.Open(policyDir, loadOptions, logger)
-	if err != nil {
+	if p.policies, err = policystore.Open(policyDir, loadOptions, p.logger); err != nil {
 		t.Fatal(err)
 	}
-	h.auditPath = filepath.Join(dir, "audit.log")
-	auditLog, err := audit.Open(h.auditPath)
-	if err != nil {
+	p.auditPath = filepath.Join(dir, "audit.log")
+	if p.auditLog, err = audit.Open(p.auditPath); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { auditLog.Close() })
+	t.Cleanup(func() { p.auditLog.Close() })
+	return p
+}
+
+func newHarness(t *testing.T, o harnessOpts) *harness {
+	t.Helper()
+	h := &harness{t: t, logs: &syncBuffer{}}
+	h.gh, h.gl = issuers.Start(t)
+
+	parts := newServiceParts(t, h.logs, h.gh, h.gl, o.now)
+	logger, pool, store, auditLog := parts.logger, parts.pool, parts.policies, parts.auditLog
+	h.auditPath = parts.auditPath
 
 	key, err := tokensign.GenerateKey()
 	if err != nil {

@@ -6,12 +6,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -21,11 +18,9 @@ import (
 	"github.com/ferry-broker/ferry/internal/devissuer"
 	"github.com/ferry-broker/ferry/internal/exchange"
 	"github.com/ferry-broker/ferry/internal/grant"
-	"github.com/ferry-broker/ferry/internal/identity"
 	"github.com/ferry-broker/ferry/internal/mint/awssts"
 	"github.com/ferry-broker/ferry/internal/mint/gcpiam"
 	"github.com/ferry-broker/ferry/internal/mint/tokensign"
-	"github.com/ferry-broker/ferry/internal/policystore"
 	"github.com/ferry-broker/ferry/internal/registry"
 	"github.com/ferry-broker/ferry/internal/replay"
 	"github.com/ferry-broker/ferry/internal/testsupport/fakeclock"
@@ -58,34 +53,9 @@ type replicaOpts struct {
 func newReplica(t *testing.T, o replicaOpts) *replica {
 	t.Helper()
 	r := &replica{t: t, logs: &syncBuffer{}}
-	dir := t.TempDir()
-	policyDir := filepath.Join(dir, "policies")
-	if err := os.Mkdir(policyDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for name, body := range testPolicies {
-		if err := os.WriteFile(filepath.Join(policyDir, name), []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	logger := slog.New(slog.NewJSONHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	pool, err := identity.NewPool([]identity.IssuerConfig{
-		{Name: "github", IssuerURL: o.gh.URL(), Audiences: []string{"ferry"}},
-		{Name: "gitlab", IssuerURL: o.gl.URL(), Audiences: []string{"ferry"}},
-	}, identity.Options{Logger: logger, Claims: registry.Platforms()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	policies, err := policystore.Open(policyDir, loadOptions, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.auditPath = filepath.Join(dir, "audit.log")
-	auditLog, err := audit.Open(r.auditPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { auditLog.Close() })
+	parts := newServiceParts(t, r.logs, o.gh, o.gl, nil)
+	logger, pool, policies, auditLog := parts.logger, parts.pool, parts.policies, parts.auditLog
+	r.auditPath = parts.auditPath
 	signer, err := tokensign.NewSigner("https://ferry.example.com", o.key)
 	if err != nil {
 		t.Fatal(err)
