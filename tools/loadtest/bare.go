@@ -4,15 +4,39 @@ import (
 	"crypto"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ferry-broker/ferry/internal/audit"
+	"github.com/ferry-broker/ferry/internal/claims"
 )
 
 // bareServer is the reference: it reads the same request body, decodes it
 // and checks the same RS256 signature with the issuer's key, and answers.
 // It checks no claim, keeps no state and writes no log.
-func bareServer(key crypto.PublicKey) http.Handler {
+func bareServer(key crypto.PublicKey) http.Handler { return reference(key, nil) }
+
+// durableBareServer is the bare server held to Ferry's durability
+// contract: before it answers it appends one audit record, shaped like
+// the record of a refused exchange, through Ferry's own audit log (hash
+// chain, group commit, fsync). It still checks no claim and decides
+// nothing, so no broker that keeps the contract can answer for less on
+// this machine: its ratio to the bare server is the ceiling the fsync
+// sets. It serves the log's commit counters on /metrics, as a broker does.
+func durableBareServer(key crypto.PublicKey, log *audit.Log) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(log.Collector())
+	mux := http.NewServeMux()
+	mux.Handle("/v1/exchange", reference(key, log))
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+func reference(key crypto.PublicKey, log *audit.Log) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
 		var req struct {
@@ -27,6 +51,12 @@ func bareServer(key crypto.PublicKey) http.Handler {
 		if err == nil {
 			_, err = jws.Verify(key)
 		}
+		if log != nil {
+			if _, werr := log.Write(r.Context(), referenceRecord(req.Policy, r.RemoteAddr)); werr != nil {
+				http.Error(w, `{"error":"temporarily_unavailable"}`, http.StatusServiceUnavailable)
+				return
+			}
+		}
 		w.Header().Set("Content-Type", "application/json")
 		if err != nil {
 			w.WriteHeader(http.StatusUnauthorized)
@@ -35,4 +65,28 @@ func bareServer(key crypto.PublicKey) http.Handler {
 		}
 		_, _ = w.Write([]byte(`{"ok":true}`))
 	})
+}
+
+// referenceRecord is what a broker records for the deny scenario's
+// refusal, field for field and about byte for byte (some 730 bytes a
+// line), with fixed claims: the reference reads none.
+func referenceRecord(policy, remoteAddr string) audit.Record {
+	ip, _, _ := net.SplitHostPort(remoteAddr)
+	return audit.Record{
+		RequestID: "01M8RQQVBPFEG3A2K22023ZQ2Z",
+		Decision:  audit.Deny,
+		Error:     "access_denied",
+		Reason:    `claim "ref" = "refs/heads/dev" does not match policy "deploy" (want "refs/heads/main")`,
+		Rule:      "match.ref",
+		Policy:    policy,
+		Issuer:    "github",
+		Subject:   "repo:acme/app:ref:refs/heads/main",
+		Claims: []claims.Pair{
+			{Name: "repository", Value: "acme/app"}, {Name: "repository_id", Value: "892345671"},
+			{Name: "ref", Value: "refs/heads/dev"}, {Name: "event_name", Value: "push"},
+			{Name: "run_id", Value: "11223344556"}, {Name: "actor", Value: "octo-dev"},
+			{Name: "job_workflow_ref", Value: "acme/app/.github/workflows/deploy.yml@refs/heads/main"},
+		},
+		ClientIP: ip,
+	}
 }

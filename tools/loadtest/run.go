@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ferry-broker/ferry/internal/audit"
 	"github.com/ferry-broker/ferry/internal/devissuer"
 )
 
@@ -24,18 +26,25 @@ type scenario struct {
 	name   string
 	what   string
 	policy string
-	broker string // which broker: "memory", "memory-10k" or "redis"
+	broker string // which target: a broker ("memory", "memory-10k", "redis") or the durable reference
 	fresh  bool   // every request needs an unused token (an allowed exchange spends it)
 	status int    // the answer the broker must give
 }
 
 var allScenarios = []scenario{
 	{"deny", "refused on a claim: verify, policy, audit, nothing minted", "deploy", "memory", false, http.StatusForbidden},
+	{durableReference, "the bare server plus one fsynced audit record: no claim checked, nothing decided", "deploy", durableReference, false, http.StatusOK},
 	{"token", "allowed, Ferry-signed ES256 token: verify, policy, replay, sign, audit", "artifacts", "memory", true, http.StatusOK},
 	{"aws", "allowed, AWS credentials from an in-memory STS", "cloud", "memory", true, http.StatusOK},
 	{"token-redis", "the token scenario with replay.store: redis", "artifacts", "redis", true, http.StatusOK},
 	{"deny-10k", "the deny scenario with 10,000 more policies loaded", "deploy", "memory-10k", false, http.StatusForbidden},
 }
+
+// durableReference names the scenario, and the target, of the bare server
+// held to the durability contract (durableBareServer). It runs in this
+// process, as the bare server does, with its audit log where the brokers
+// keep theirs.
+const durableReference = "bare-audit"
 
 // extraPolicies is how many more policies each broker loads.
 var extraPolicies = map[string]int{"memory-10k": 10000}
@@ -71,11 +80,22 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	targets := map[string]string{} // scenario.broker → base URL
+	if slices.ContainsFunc(chosen, func(s scenario) bool { return s.broker == durableReference }) {
+		log, err := referenceLog(dir, o.audit)
+		if err != nil {
+			return err
+		}
+		defer log.Close()
+		if targets[durableReference], err = serve(ctx, durableBareServer(gh.Key().Public(), log)); err != nil {
+			return err
+		}
+	}
 	env := []string{"AWS_ENDPOINT_URL_STS=" + sts, "AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=loadtest", "AWS_SECRET_ACCESS_KEY=loadtest",
 		"AWS_EC2_METADATA_DISABLED=true"}
 	brokers := map[string]*broker{}
 	for _, s := range chosen {
-		if brokers[s.broker] != nil {
+		if brokers[s.broker] != nil || s.broker == durableReference {
 			continue
 		}
 		replay := "{store: memory}"
@@ -101,6 +121,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		}
 		defer b.stop()
 		brokers[s.broker] = b
+		targets[s.broker] = b.url
 	}
 
 	// Tokens are signed before the clock starts: that is the CI
@@ -126,6 +147,9 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	// Warm both sides: connections, issuer keys, first-use code paths.
 	for _, b := range brokers {
 		drive(ctx, client, b.url+"/v1/exchange", func(i int) []byte { return exchangeBody("deploy", denied[i%len(denied)]) }, http.StatusForbidden, o.conns, 500, o.round)
+	}
+	if ref, ok := targets[durableReference]; ok {
+		drive(ctx, client, ref+"/v1/exchange", func(i int) []byte { return exchangeBody("deploy", denied[i%len(denied)]) }, http.StatusOK, o.conns, 500, o.round)
 	}
 	drive(ctx, client, bare+"/v1/exchange", func(i int) []byte { return exchangeBody("deploy", denied[i%len(denied)]) }, http.StatusOK, o.conns, 500, o.round)
 
@@ -154,14 +178,14 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			if s.fresh {
 				tokens = allowed[r*o.maxRequests : (r+1)*o.maxRequests]
 			}
-			b := brokers[s.broker]
+			target := targets[s.broker]
 			var fb, bb result
 			var cpu time.Duration
 			var perFsync float64
 			ferry := func() {
-				before := readCounters(ctx, client, b.url)
-				fb = drive(ctx, client, b.url+"/v1/exchange", body, s.status, o.conns, o.maxRequests, o.round)
-				cpu, perFsync = perRequest(before, readCounters(ctx, client, b.url), fb.requests)
+				before := readCounters(ctx, client, target)
+				fb = drive(ctx, client, target+"/v1/exchange", body, s.status, o.conns, o.maxRequests, o.round)
+				cpu, perFsync = perRequest(before, readCounters(ctx, client, target), fb.requests)
 			}
 			// Alternate which goes first, so neither always follows the
 			// other's leftovers (GC, disk writeback).
@@ -191,7 +215,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	}
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	var failed []string
-	var memoryToken, redisToken, deny, deny10k float64
+	var memoryToken, redisToken, deny, deny10k, durable float64
 	cpus := map[string]time.Duration{}
 	for _, sum := range sums {
 		if len(sum.ratios) == 0 {
@@ -212,11 +236,16 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			deny = ratio
 		case "deny-10k":
 			deny10k = ratio
+		case durableReference:
+			durable = ratio
 		}
 	}
 	tw.Flush()
 	if memoryToken > 0 && redisToken > 0 {
 		fmt.Fprintf(w, "  redis replay store costs %.0f%% against memory (token scenario ratios)%s\n", 100*(1-redisToken/memoryToken), cpuRatio(cpus, "token-redis", "token"))
+	}
+	if deny > 0 && durable > 0 {
+		fmt.Fprintf(w, "  the durable bare server reaches %.2f of the bare server: the most the audit contract leaves here; deny reaches %.2f of it\n", durable, deny/durable)
 	}
 	if deny > 0 && deny10k > 0 {
 		fmt.Fprintf(w, "  10,000 policies cost %.2fx the request cost of %d (deny scenario ratios)%s\n", deny/deny10k, len(policies), cpuRatio(cpus, "deny-10k", "deny"))
@@ -229,6 +258,15 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		return errors.New(strings.Join(failed, "; "))
 	}
 	return ctx.Err()
+}
+
+// referenceLog is the durable reference's audit log: a fresh fsynced file
+// in dir, or, when the brokers log to stdout, a log that writes nowhere.
+func referenceLog(dir, mode string) (*audit.Log, error) {
+	if mode == "stdout" {
+		return audit.New(io.Discard, audit.Genesis), nil
+	}
+	return audit.Open(filepath.Join(dir, durableReference+".log"))
 }
 
 // signTokens signs n GitHub push tokens for acme/app, edited, living an
