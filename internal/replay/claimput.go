@@ -49,20 +49,20 @@ func (m *Memory) ClaimPut(ctx context.Context, key string, expiry time.Time, rec
 	if err := checkClaimPut(key, expiry, recordKey, value, recordExpiry, now); err != nil {
 		return false, err
 	}
-	m.sweep(now)
-	m.records.sweep(now)
+	m.claims.sweep(unixNano(now), nil)
+	m.sweepRecords(now)
 	k, rk := sha256.Sum256([]byte(key)), sha256.Sum256([]byte(recordKey))
-	if _, ok := m.entries[k]; ok {
+	if _, ok := m.claims.live(k, unixNano(now)); ok {
 		return false, nil
 	}
-	if m.records.live(rk, now) != nil {
+	if _, ok := m.liveRecord(rk, now); ok {
 		return false, ErrRecordTaken
 	}
 	if err := errors.Join(m.roomForClaim(now), m.roomForRecord(len(value))); err != nil {
 		return false, err
 	}
-	m.addClaim(k, expiry)
-	m.records.add(rk, value, recordExpiry)
+	m.claims.add(k, struct{}{}, unixNano(expiry))
+	m.addRecord(rk, value, recordExpiry)
 	return true, nil
 }
 

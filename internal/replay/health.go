@@ -31,9 +31,9 @@ func (m *Memory) Healthy(ctx context.Context) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.sweep(m.now())
-	if len(m.entries) >= m.max {
-		return fmt.Errorf("%w (%d live entries)", ErrFull, len(m.entries))
+	m.claims.sweep(unixNano(m.now()), nil)
+	if n := m.claims.len(); n >= m.max {
+		return fmt.Errorf("%w (%d live entries)", ErrFull, n)
 	}
 	return nil
 }

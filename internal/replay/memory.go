@@ -1,7 +1,6 @@
 package replay
 
 import (
-	"container/heap"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -63,18 +62,11 @@ type Memory struct {
 	mu  sync.Mutex
 	now func() time.Time
 	max int
-	// maxRecordBytes bounds records.bytes.
+	// maxRecordBytes bounds recordBytes.
 	maxRecordBytes int
-	entries        map[[sha256.Size]byte]*entry
-	queue          expiryQueue
-	records        table // Records' values, apart from Claim's keys
-}
-
-type entry struct {
-	key    [sha256.Size]byte
-	expiry time.Time
-	index  int    // in queue
-	value  []byte // Records only
+	claims         expiring[struct{}]
+	records        expiring[[]byte] // Records' values, apart from Claim's keys
+	recordBytes    int              // the values' total length
 }
 
 // MemoryOption configures NewMemory.
@@ -93,7 +85,8 @@ func WithMaxRecordBytes(n int) MemoryOption { return func(m *Memory) { m.maxReco
 
 // NewMemory returns an empty in-process store.
 func NewMemory(opts ...MemoryOption) *Memory {
-	m := &Memory{now: time.Now, max: DefaultMaxEntries, maxRecordBytes: DefaultMaxRecordBytes, entries: map[[sha256.Size]byte]*entry{}, records: newTable()}
+	m := &Memory{now: time.Now, max: DefaultMaxEntries, maxRecordBytes: DefaultMaxRecordBytes,
+		claims: newExpiring[struct{}](), records: newExpiring[[]byte]()}
 	for _, o := range opts {
 		o(m)
 	}
@@ -112,37 +105,31 @@ func (m *Memory) Claim(ctx context.Context, key string, expiry time.Time) (bool,
 	if err := checkClaim(key, expiry, now); err != nil {
 		return false, err
 	}
-	m.sweep(now)
+	m.claims.sweep(unixNano(now), nil)
 	k := sha256.Sum256([]byte(key))
-	if _, ok := m.entries[k]; ok {
-		return false, nil // live: sweep removed every expired entry
+	if _, ok := m.claims.live(k, unixNano(now)); ok {
+		return false, nil
 	}
 	if err := m.roomForClaim(now); err != nil {
 		return false, err
 	}
-	m.addClaim(k, expiry)
+	m.claims.add(k, struct{}{}, unixNano(expiry))
 	return true, nil
 }
 
 // roomForClaim refuses a new claim once the store holds its maximum of
-// live entries. Refused, not evicted: see ErrFull. It is called after
-// sweep, which left only live entries, so the queue's head is the next to
-// make room.
+// live entries. Refused, not evicted: see ErrFull. It is called after a
+// sweep, which left only live entries, so the oldest is the next to make
+// room.
 func (m *Memory) roomForClaim(now time.Time) error {
-	if len(m.entries) < m.max {
+	if m.claims.len() < m.max {
 		return nil
 	}
 	room := now
-	if len(m.queue) > 0 {
-		room = m.queue[0].expiry
+	if at, ok := m.claims.oldest(); ok {
+		room = time.Unix(0, at)
 	}
-	return fmt.Errorf("replay claim: %w", &FullError{Live: len(m.entries), RoomAt: room})
-}
-
-func (m *Memory) addClaim(k [sha256.Size]byte, expiry time.Time) {
-	e := &entry{key: k, expiry: expiry}
-	m.entries[k] = e
-	heap.Push(&m.queue, e)
+	return fmt.Errorf("replay claim: %w", &FullError{Live: m.claims.len(), RoomAt: room})
 }
 
 // Release implements Store.
@@ -152,11 +139,7 @@ func (m *Memory) Release(ctx context.Context, key string) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	k := sha256.Sum256([]byte(key))
-	if e, ok := m.entries[k]; ok {
-		heap.Remove(&m.queue, e.index)
-		delete(m.entries, k)
-	}
+	m.claims.remove(sha256.Sum256([]byte(key)))
 	return nil
 }
 
@@ -165,35 +148,5 @@ func (m *Memory) Release(ctx context.Context, key string) error {
 func (m *Memory) Len() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.entries)
-}
-
-// sweep drops every entry whose expiry is not after now.
-func (m *Memory) sweep(now time.Time) {
-	for len(m.queue) > 0 && !m.queue[0].expiry.After(now) {
-		e := heap.Pop(&m.queue).(*entry)
-		delete(m.entries, e.key)
-	}
-}
-
-// expiryQueue is a min-heap of entries by expiry.
-type expiryQueue []*entry
-
-func (q expiryQueue) Len() int           { return len(q) }
-func (q expiryQueue) Less(i, j int) bool { return q[i].expiry.Before(q[j].expiry) }
-func (q expiryQueue) Swap(i, j int) {
-	q[i], q[j] = q[j], q[i]
-	q[i].index, q[j].index = i, j
-}
-func (q *expiryQueue) Push(x any) {
-	e := x.(*entry)
-	e.index = len(*q)
-	*q = append(*q, e)
-}
-func (q *expiryQueue) Pop() any {
-	old := *q
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*q = old[:len(old)-1]
-	return e
+	return m.claims.len()
 }

@@ -1,7 +1,6 @@
 package replay
 
 import (
-	"container/heap"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -65,35 +64,24 @@ func checkPut(key string, value []byte, expiry, now time.Time) error {
 // bound. errors.Is(err, ErrFull) holds for it too.
 var ErrRecordsFull = fmt.Errorf("records: %w", ErrFull)
 
-// table is Memory's Records: values by hashed key with an expiry heap, so
-// expired values are dropped oldest first on each Put and never linger.
-type table struct {
-	entries map[[sha256.Size]byte]*entry
-	queue   expiryQueue
-	bytes   int // the values' total length, which maxRecordBytes bounds
+// Memory keeps Records' values in m.records, apart from Claim's keys:
+// expired values are dropped oldest first on each Put and never linger,
+// and recordBytes counts what the values hold.
+
+// sweepRecords drops every record expired at now.
+func (m *Memory) sweepRecords(now time.Time) {
+	m.records.sweep(unixNano(now), func(v []byte) { m.recordBytes -= len(v) })
 }
 
-func newTable() table { return table{entries: map[[sha256.Size]byte]*entry{}} }
-
-func (t *table) sweep(now time.Time) {
-	for len(t.queue) > 0 && !t.queue[0].expiry.After(now) {
-		t.remove(t.queue[0])
-	}
+// liveRecord reports whether k holds a record that has not expired.
+func (m *Memory) liveRecord(k hashedKey, now time.Time) ([]byte, bool) {
+	return m.records.live(k, unixNano(now))
 }
 
-func (t *table) remove(e *entry) {
-	heap.Remove(&t.queue, e.index)
-	delete(t.entries, e.key)
-	t.bytes -= len(e.value)
-}
-
-// live returns key's entry unless it is missing or expired.
-func (t *table) live(k [sha256.Size]byte, now time.Time) *entry {
-	e, ok := t.entries[k]
-	if !ok || !e.expiry.After(now) {
-		return nil
-	}
-	return e
+// addRecord keeps a copy of value under k until expiry.
+func (m *Memory) addRecord(k hashedKey, value []byte, expiry time.Time) {
+	m.records.add(k, append([]byte{}, value...), unixNano(expiry))
+	m.recordBytes += len(value)
 }
 
 // Put implements Records. A full store refuses new keys with ErrFull
@@ -108,33 +96,24 @@ func (m *Memory) Put(ctx context.Context, key string, value []byte, expiry time.
 	if err := checkPut(key, value, expiry, now); err != nil {
 		return false, err
 	}
-	t := &m.records
-	t.sweep(now)
+	m.sweepRecords(now)
 	k := sha256.Sum256([]byte(key))
-	if t.live(k, now) != nil {
+	if _, ok := m.liveRecord(k, now); ok {
 		return false, nil
 	}
 	if err := m.roomForRecord(len(value)); err != nil {
 		return false, err
 	}
-	t.add(k, value, expiry)
+	m.addRecord(k, value, expiry)
 	return true, nil
 }
 
 // roomForRecord refuses a new record of n bytes past the store's bounds.
 func (m *Memory) roomForRecord(n int) error {
-	t := &m.records
-	if len(t.entries) >= m.max || t.bytes+n > m.maxRecordBytes {
-		return fmt.Errorf("record put: %w (%d live records, %d bytes)", ErrRecordsFull, len(t.entries), t.bytes)
+	if m.records.len() >= m.max || m.recordBytes+n > m.maxRecordBytes {
+		return fmt.Errorf("record put: %w (%d live records, %d bytes)", ErrRecordsFull, m.records.len(), m.recordBytes)
 	}
 	return nil
-}
-
-func (t *table) add(k [sha256.Size]byte, value []byte, expiry time.Time) {
-	e := &entry{key: k, expiry: expiry, value: append([]byte{}, value...)}
-	t.entries[k] = e
-	t.bytes += len(value)
-	heap.Push(&t.queue, e)
 }
 
 // Get implements Records.
@@ -147,11 +126,11 @@ func (m *Memory) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	e := m.records.live(sha256.Sum256([]byte(key)), m.now())
-	if e == nil {
+	v, ok := m.liveRecord(sha256.Sum256([]byte(key)), m.now())
+	if !ok {
 		return nil, false, nil
 	}
-	return append([]byte{}, e.value...), true, nil
+	return append([]byte{}, v...), true, nil
 }
 
 // Replace implements Records.
@@ -164,14 +143,14 @@ func (m *Memory) Replace(ctx context.Context, key string, value []byte) (bool, e
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	e := m.records.live(sha256.Sum256([]byte(key)), m.now())
-	if e == nil {
+	k := sha256.Sum256([]byte(key))
+	if _, ok := m.liveRecord(k, m.now()); !ok {
 		return false, nil
 	}
 	// A replacement is allowed past the byte bound: it completes what a
 	// Put already admitted (a release's outcome), and values are small.
-	m.records.bytes += len(value) - len(e.value)
-	e.value = append([]byte{}, value...)
+	old, _ := m.records.replace(k, append([]byte{}, value...))
+	m.recordBytes += len(value) - len(old)
 	return true, nil
 }
 
@@ -182,10 +161,8 @@ func (m *Memory) Delete(ctx context.Context, key string) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t := &m.records
-	k := sha256.Sum256([]byte(key))
-	if e, ok := t.entries[k]; ok {
-		t.remove(e)
+	if v, ok := m.records.remove(sha256.Sum256([]byte(key))); ok {
+		m.recordBytes -= len(v)
 	}
 	return nil
 }
@@ -195,5 +172,5 @@ func (m *Memory) Delete(ctx context.Context, key string) error {
 func (m *Memory) RecordLen() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.records.entries)
+	return m.records.len()
 }
