@@ -34,11 +34,18 @@ func TestMemoryDropsExpiredEntries(t *testing.T) {
 	m.Claim(ctx, "long-lived", clock.Now().Add(time.Hour))
 	clock.Advance(time.Minute)
 	m.Claim(ctx, "trigger", clock.Now().Add(time.Minute))
-	if n := m.Len(); n != 2 {
-		t.Errorf("after every short claim expired, Len = %d, want 2 (long-lived and trigger)", n)
+	held(t, m, 2, 2, "after every short claim expired (long-lived and trigger are left)")
+}
+
+// held checks how many claims m holds and how many entries its expiry heap
+// keeps, stale ones included.
+func held(t *testing.T, m *Memory, live, inHeap int, when string) {
+	t.Helper()
+	if n := m.Len(); n != live {
+		t.Errorf("%s: Len = %d, want %d", when, n, live)
 	}
-	if n := len(m.claims.heap); n != 2 {
-		t.Errorf("expiry heap holds %d entries, want 2", n)
+	if n := len(m.claims.heap); n != inHeap {
+		t.Errorf("%s: expiry heap holds %d entries, want %d", when, n, inHeap)
 	}
 }
 
@@ -100,9 +107,7 @@ func TestMemoryReleasedEntriesDoNotPileUp(t *testing.T) {
 	}
 	clock.Advance(90 * time.Minute)
 	m.Claim(ctx, "trigger", clock.Now().Add(time.Hour))
-	if n := len(m.claims.heap); n != 11 {
-		t.Errorf("once the released claims were due the heap holds %d entries, want 11", n)
-	}
+	held(t, m, 11, 11, "once the released claims were due")
 }
 
 // A key claimed again after its release keeps its new expiry, whatever its
