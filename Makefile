@@ -66,7 +66,7 @@ loadtest: build
 	$(GO) run ./tools/loadtest -ferry bin/ferry
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./internal/trust ./internal/exchange ./internal/identity ./internal/mint/tokensign
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/trust ./internal/exchange ./internal/identity ./internal/mint/tokensign ./internal/replay
 
 # Each fuzz target for a while; CI runs their seed corpora as plain tests.
 # The audit targets minimize by count, not for the default minute an input:
