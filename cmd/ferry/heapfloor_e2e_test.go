@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferry-broker/ferry/internal/memlimit"
 	"github.com/ferry-broker/ferry/internal/testsupport/ferryproc"
 	"github.com/ferry-broker/ferry/internal/testsupport/issuers"
 )
@@ -41,7 +43,44 @@ func TestServeKeepsAHeapFloorUnlessGOGCIsSet(t *testing.T) {
 	}
 }
 
+// `ferry serve` gives the collector 90 % of its cgroup's memory limit
+// (internal/memlimit) unless the operator set GOMEMLIMIT: read from the Go
+// runtime's own gauge in /metrics. Without GOMEMLIMIT the expected value is
+// this machine's: its cgroup's limit, or none.
+func TestServeFollowsTheCgroupMemoryLimitUnlessGOMEMLIMITIsSet(t *testing.T) {
+	gh, gl := issuers.Start(t)
+	cfg := func() string { // each broker its own audit log
+		return ferryproc.Config(t, repoPolicies(t), gh.URL(), gl.URL(), filepath.Join(t.TempDir(), "audit.log"))
+	}
+
+	srv := startServe(t, cfg(), []string{"GOMEMLIMIT=200MiB"})
+	if got := runtimeGauge(t, srv.URL, "go_gc_gomemlimit_bytes"); got != 200<<20 {
+		t.Errorf("with GOMEMLIMIT=200MiB: go_gc_gomemlimit_bytes = %.0f, want %d", got, 200<<20)
+	}
+
+	if os.Getenv("GOMEMLIMIT") != "" {
+		t.Skip("GOMEMLIMIT is set for the tests themselves")
+	}
+	want := float64(math.MaxInt64)
+	cgroups, self := memlimit.System()
+	if text, err := self(); err == nil {
+		if limit, ok, err := memlimit.Limit(cgroups, string(text)); err == nil && ok {
+			want = float64(int64(float64(limit) * memlimit.Fraction))
+		}
+	}
+	srv = startServe(t, cfg(), nil)
+	if got := runtimeGauge(t, srv.URL, "go_gc_gomemlimit_bytes"); got != want {
+		t.Errorf("without GOMEMLIMIT: go_gc_gomemlimit_bytes = %.0f, want %.0f", got, want)
+	}
+}
+
 func gogcPercent(t *testing.T, base string) int {
+	t.Helper()
+	return int(runtimeGauge(t, base, "go_gc_gogc_percent"))
+}
+
+// runtimeGauge reads one unlabelled gauge from the broker's /metrics.
+func runtimeGauge(t *testing.T, base, name string) float64 {
 	t.Helper()
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
@@ -51,14 +90,14 @@ func gogcPercent(t *testing.T, base string) int {
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_gc_gogc_percent "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
 			p, err := strconv.ParseFloat(v, 64)
 			if err != nil {
-				t.Fatalf("go_gc_gogc_percent %q: %v", v, err)
+				t.Fatalf("%s %q: %v", name, v, err)
 			}
-			return int(p)
+			return p
 		}
 	}
-	t.Fatal("/metrics has no go_gc_gogc_percent")
+	t.Fatalf("/metrics has no %s", name)
 	return 0
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/ferry-broker/ferry/internal/broker"
 	"github.com/ferry-broker/ferry/internal/config"
 	"github.com/ferry-broker/ferry/internal/heapfloor"
+	"github.com/ferry-broker/ferry/internal/memlimit"
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -44,6 +45,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if os.Getenv("GOGC") == "" { // an operator's GOGC is theirs to keep
 		defer heapfloor.Keep(heapfloor.Default)()
 	}
+	cgroups, self := memlimit.System()
+	memlimit.Apply(logger, os.Getenv, cgroups, self) // unless GOMEMLIMIT is set
 	b, err := broker.New(ctx, cfg, broker.Options{Logger: logger})
 	if err != nil {
 		fmt.Fprintf(stderr, "ferry serve: %v\n", err)
