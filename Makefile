@@ -74,6 +74,7 @@ bench:
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 30s ./internal/trust
 	$(GO) test -run '^$$' -fuzz FuzzParseJSON -fuzztime 30s ./internal/claimtmpl
+	$(GO) test -run '^$$' -fuzz FuzzLimit -fuzztime 30s ./internal/memlimit
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeExchange$$' -fuzztime 30s ./internal/exchange
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTokenExchange$$' -fuzztime 30s ./internal/exchange
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeStrict$$' -fuzztime 30s ./internal/exchange
