@@ -57,3 +57,13 @@ func TestCPURatio(t *testing.T) {
 		t.Errorf("cpuRatio without figures = %q, want nothing", got)
 	}
 }
+
+func TestResidentSetSaysTheAnonymousPart(t *testing.T) {
+	status := "Name:\tferry\nVmRSS:\t   56624 kB\nRssAnon:\t   33120 kB\nRssFile:\t   23504 kB\n"
+	if got, want := residentSet(status), "56624 kB (anonymous 33120 kB)"; got != want {
+		t.Errorf("residentSet = %q, want %q", got, want)
+	}
+	if got := residentSet("Name:\tferry\n"); got != "unknown (anonymous unknown)" {
+		t.Errorf("residentSet of a status without the fields = %q", got)
+	}
+}

@@ -129,18 +129,27 @@ func startBroker(ctx context.Context, bin, cfg string, env []string) (*broker, e
 	return nil, fmt.Errorf("ferry serve did not start:\n%s", strings.Join(log, "\n"))
 }
 
-// rss is the broker's resident set, from /proc.
+// rss is the broker's resident set, from /proc, and the anonymous part
+// of it: the heap, stacks and data, as against the executable's pages,
+// which are the file's and which the kernel can drop and read again.
 func (b *broker) rss() string {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", b.cmd.Process.Pid))
 	if err != nil {
 		return "unknown"
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			return strings.TrimSpace(v)
+	return residentSet(string(data))
+}
+
+func residentSet(status string) string {
+	field := func(name string) string {
+		for _, line := range strings.Split(status, "\n") {
+			if v, ok := strings.CutPrefix(line, name+":"); ok {
+				return strings.TrimSpace(v)
+			}
 		}
+		return "unknown"
 	}
-	return "unknown"
+	return fmt.Sprintf("%s (anonymous %s)", field("VmRSS"), field("RssAnon"))
 }
 
 func (b *broker) stop() {
