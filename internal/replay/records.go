@@ -64,11 +64,9 @@ func checkPut(key string, value []byte, expiry, now time.Time) error {
 // bound. errors.Is(err, ErrFull) holds for it too.
 var ErrRecordsFull = fmt.Errorf("records: %w", ErrFull)
 
-// Memory keeps Records' values in m.records, apart from Claim's keys:
-// expired values are dropped oldest first on each Put and never linger,
-// and recordBytes counts what the values hold.
-
-// sweepRecords drops every record expired at now.
+// sweepRecords drops every record expired at now. Memory keeps Records'
+// values in m.records, apart from Claim's keys; each Put sweeps first, so
+// expired values never linger, and recordBytes counts what they hold.
 func (m *Memory) sweepRecords(now time.Time) {
 	m.records.sweep(unixNano(now), func(v []byte) { m.recordBytes -= len(v) })
 }
