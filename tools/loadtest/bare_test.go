@@ -54,7 +54,7 @@ func TestTheDurableReferenceRecordsEachRequestBeforeItAnswers(t *testing.T) {
 	}
 	var file bytes.Buffer
 	log := audit.New(&file, audit.Genesis)
-	srv := httptest.NewServer(durableBareServer(key.Public(), log))
+	srv := httptest.NewServer(durableBareServer(key.Public(), log, nil))
 	defer srv.Close()
 
 	if status, body := post1(t, srv, exchangeBody("deploy", signRS256(t, key))); status != http.StatusOK || body != `{"ok":true}` {
@@ -87,5 +87,46 @@ func TestTheDurableReferenceRecordsEachRequestBeforeItAnswers(t *testing.T) {
 	}
 	if status, body := post1(t, srv, exchangeBody("deploy", signRS256(t, key))); status != http.StatusServiceUnavailable {
 		t.Fatalf("closed log: %d %s, want 503", status, body)
+	}
+}
+
+// The signing reference answers a valid token with an ES256 token of its
+// own, signed before the record, and signs nothing for a forged one.
+func TestTheSigningReferenceAnswersWithAVerifiableToken(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, signing, err := newReferenceSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file bytes.Buffer
+	srv := httptest.NewServer(durableBareServer(key.Public(), audit.New(&file, audit.Genesis), signer))
+	defer srv.Close()
+
+	status, body := post1(t, srv, exchangeBody("artifacts", signRS256(t, key)))
+	var answer struct {
+		OK    bool   `json:"ok"`
+		Token string `json:"token"`
+	}
+	if status != http.StatusOK || json.Unmarshal([]byte(body), &answer) != nil || !answer.OK {
+		t.Fatalf("valid token: %d %s", status, body)
+	}
+	jws, err := jose.ParseSignedCompact(answer.Token, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := jws.Verify(signing.Public())
+	if err != nil || !strings.Contains(string(payload), `"iss":"https://ferry.loadtest.example"`) {
+		t.Errorf("answer's token: %s, %v", payload, err)
+	}
+
+	other, _ := rsa.GenerateKey(rand.Reader, 2048)
+	if status, body := post1(t, srv, exchangeBody("artifacts", signRS256(t, other))); status != http.StatusUnauthorized || strings.Contains(body, "token\":") {
+		t.Errorf("forged token: %d %s, want 401 and no token", status, body)
+	}
+	if n := strings.Count(file.String(), "\n"); n != 2 {
+		t.Errorf("log holds %d records, want one a request", n)
 	}
 }

@@ -34,7 +34,7 @@ func main() {
 	flag.IntVar(&o.maxRequests, "requests", 6000, "the most requests one round sends")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds per scenario; the median is reported")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "the whole run stops after this, whatever is left")
-	flag.StringVar(&o.scenarios, "scenarios", "deny,bare-audit,token,aws,token-redis,deny-10k", "scenarios to run, comma-separated")
+	flag.StringVar(&o.scenarios, "scenarios", "deny,bare-audit,token,bare-audit-sign,aws,token-redis,deny-10k", "scenarios to run, comma-separated")
 	flag.StringVar(&o.audit, "audit", "file", "the brokers' audit log: file (fsynced, as in production) or stdout (no fsync, to see its share)")
 	flag.Parse()
 	if o.audit != "file" && o.audit != "stdout" {

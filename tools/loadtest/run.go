@@ -16,6 +16,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
+
 	"github.com/ferry-broker/ferry/internal/audit"
 	"github.com/ferry-broker/ferry/internal/devissuer"
 )
@@ -34,17 +36,24 @@ type scenario struct {
 var allScenarios = []scenario{
 	{"deny", "refused on a claim: verify, policy, audit, nothing minted", "deploy", "memory", false, http.StatusForbidden},
 	{durableReference, "the bare server plus one fsynced audit record: no claim checked, nothing decided", "deploy", durableReference, false, http.StatusOK},
+	{durableSigning, "the same, signing an ES256 token before the record: the least a token grant does", "deploy", durableSigning, false, http.StatusOK},
 	{"token", "allowed, Ferry-signed ES256 token: verify, policy, replay, sign, audit", "artifacts", "memory", true, http.StatusOK},
 	{"aws", "allowed, AWS credentials from an in-memory STS", "cloud", "memory", true, http.StatusOK},
 	{"token-redis", "the token scenario with replay.store: redis", "artifacts", "redis", true, http.StatusOK},
 	{"deny-10k", "the deny scenario with 10,000 more policies loaded", "deploy", "memory-10k", false, http.StatusForbidden},
 }
 
-// durableReference names the scenario, and the target, of the bare server
-// held to the durability contract (durableBareServer). It runs in this
-// process, as the bare server does, with its audit log where the brokers
-// keep theirs.
-const durableReference = "bare-audit"
+// durableReference and durableSigning name the scenarios, and the
+// targets, of the bare server held to the durability contract
+// (durableBareServer), the second signing a token too. They run in this
+// process, as the bare server does, each with its audit log where the
+// brokers keep theirs.
+const (
+	durableReference = "bare-audit"
+	durableSigning   = "bare-audit-sign"
+)
+
+func isReference(target string) bool { return target == durableReference || target == durableSigning }
 
 // extraPolicies is how many more policies each broker loads.
 var extraPolicies = map[string]int{"memory-10k": 10000}
@@ -81,13 +90,22 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		return err
 	}
 	targets := map[string]string{} // scenario.broker → base URL
-	if slices.ContainsFunc(chosen, func(s scenario) bool { return s.broker == durableReference }) {
-		log, err := referenceLog(dir, o.audit)
+	for _, s := range chosen {
+		if !isReference(s.broker) {
+			continue
+		}
+		log, err := referenceLog(dir, s.broker, o.audit)
 		if err != nil {
 			return err
 		}
 		defer log.Close()
-		if targets[durableReference], err = serve(ctx, durableBareServer(gh.Key().Public(), log)); err != nil {
+		var signer jose.Signer
+		if s.broker == durableSigning {
+			if signer, _, err = newReferenceSigner(); err != nil {
+				return err
+			}
+		}
+		if targets[s.broker], err = serve(ctx, durableBareServer(gh.Key().Public(), log, signer)); err != nil {
 			return err
 		}
 	}
@@ -95,7 +113,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		"AWS_EC2_METADATA_DISABLED=true"}
 	brokers := map[string]*broker{}
 	for _, s := range chosen {
-		if brokers[s.broker] != nil || s.broker == durableReference {
+		if brokers[s.broker] != nil || isReference(s.broker) {
 			continue
 		}
 		replay := "{store: memory}"
@@ -148,8 +166,10 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	for _, b := range brokers {
 		drive(ctx, client, b.url+"/v1/exchange", func(i int) []byte { return exchangeBody("deploy", denied[i%len(denied)]) }, http.StatusForbidden, o.conns, 500, o.round)
 	}
-	if ref, ok := targets[durableReference]; ok {
-		drive(ctx, client, ref+"/v1/exchange", func(i int) []byte { return exchangeBody("deploy", denied[i%len(denied)]) }, http.StatusOK, o.conns, 500, o.round)
+	for _, name := range []string{durableReference, durableSigning} {
+		if ref, ok := targets[name]; ok {
+			drive(ctx, client, ref+"/v1/exchange", func(i int) []byte { return exchangeBody("deploy", denied[i%len(denied)]) }, http.StatusOK, o.conns, 500, o.round)
+		}
 	}
 	drive(ctx, client, bare+"/v1/exchange", func(i int) []byte { return exchangeBody("deploy", denied[i%len(denied)]) }, http.StatusOK, o.conns, 500, o.round)
 
@@ -207,7 +227,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	}
 	tw.Flush()
 
-	fmt.Fprintln(w, "\nmedians over rounds (ratio = target req/s ÷ bare req/s in the same round; the target is the scenario's broker, or for bare-audit the durable bare server):")
+	fmt.Fprintln(w, "\nmedians over rounds (ratio = target req/s ÷ bare req/s in the same round; the target is the scenario's broker, or for bare-audit and bare-audit-sign the durable bare server):")
 	if o.audit == "stdout" {
 		fmt.Fprintln(w, "  audit log to stdout: no fsync")
 	} else {
@@ -215,7 +235,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	}
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	var failed []string
-	var memoryToken, redisToken, deny, deny10k, durable float64
+	var memoryToken, redisToken, deny, deny10k, durable, durableSign float64
 	cpus := map[string]time.Duration{}
 	for _, sum := range sums {
 		if len(sum.ratios) == 0 {
@@ -238,6 +258,8 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			deny10k = ratio
 		case durableReference:
 			durable = ratio
+		case durableSigning:
+			durableSign = ratio
 		}
 	}
 	tw.Flush()
@@ -246,6 +268,9 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	}
 	if deny > 0 && durable > 0 {
 		fmt.Fprintf(w, "  the durable bare server reaches %.2f of the bare server: the most the audit contract leaves here; deny reaches %.2f of it\n", durable, deny/durable)
+	}
+	if memoryToken > 0 && durableSign > 0 {
+		fmt.Fprintf(w, "  signing too, it reaches %.2f: the most a token grant can; token reaches %.2f of it\n", durableSign, memoryToken/durableSign)
 	}
 	if deny > 0 && deny10k > 0 {
 		fmt.Fprintf(w, "  10,000 policies cost %.2fx the request cost of %d (deny scenario ratios)%s\n", deny/deny10k, len(policies), cpuRatio(cpus, "deny-10k", "deny"))
@@ -260,13 +285,13 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	return ctx.Err()
 }
 
-// referenceLog is the durable reference's audit log: a fresh fsynced file
+// referenceLog is a durable reference's audit log: a fresh fsynced file
 // in dir, or, when the brokers log to stdout, a log that writes nowhere.
-func referenceLog(dir, mode string) (*audit.Log, error) {
+func referenceLog(dir, name, mode string) (*audit.Log, error) {
 	if mode == "stdout" {
 		return audit.New(io.Discard, audit.Genesis), nil
 	}
-	return audit.Open(filepath.Join(dir, durableReference+".log"))
+	return audit.Open(filepath.Join(dir, name+".log"))
 }
 
 // signTokens signs n GitHub push tokens for acme/app, edited, living an
