@@ -49,13 +49,14 @@ func (m *Memory) ClaimPut(ctx context.Context, key string, expiry time.Time, rec
 	if err := checkClaimPut(key, expiry, recordKey, value, recordExpiry, now); err != nil {
 		return false, err
 	}
-	m.claims.sweep(unixNano(now), nil)
-	m.sweepRecords(now)
+	at := unixNano(now)
+	m.claims.sweep(at, nil)
+	m.sweepRecords(at)
 	k, rk := sha256.Sum256([]byte(key)), sha256.Sum256([]byte(recordKey))
-	if _, ok := m.claims.live(k, unixNano(now)); ok {
+	if _, ok := m.claims.live(k, at); ok {
 		return false, nil
 	}
-	if _, ok := m.liveRecord(rk, now); ok {
+	if _, ok := m.records.live(rk, at); ok {
 		return false, ErrRecordTaken
 	}
 	if err := errors.Join(m.roomForClaim(now), m.roomForRecord(len(value))); err != nil {

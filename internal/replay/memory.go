@@ -105,9 +105,10 @@ func (m *Memory) Claim(ctx context.Context, key string, expiry time.Time) (bool,
 	if err := checkClaim(key, expiry, now); err != nil {
 		return false, err
 	}
-	m.claims.sweep(unixNano(now), nil)
+	at := unixNano(now)
+	m.claims.sweep(at, nil)
 	k := sha256.Sum256([]byte(key))
-	if _, ok := m.claims.live(k, unixNano(now)); ok {
+	if _, ok := m.claims.live(k, at); ok {
 		return false, nil
 	}
 	if err := m.roomForClaim(now); err != nil {

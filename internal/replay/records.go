@@ -64,16 +64,12 @@ func checkPut(key string, value []byte, expiry, now time.Time) error {
 // bound. errors.Is(err, ErrFull) holds for it too.
 var ErrRecordsFull = fmt.Errorf("records: %w", ErrFull)
 
-// sweepRecords drops every record expired at now. Memory keeps Records'
-// values in m.records, apart from Claim's keys; each Put sweeps first, so
-// expired values never linger, and recordBytes counts what they hold.
-func (m *Memory) sweepRecords(now time.Time) {
-	m.records.sweep(unixNano(now), func(v []byte) { m.recordBytes -= len(v) })
-}
-
-// liveRecord reports whether k holds a record that has not expired.
-func (m *Memory) liveRecord(k hashedKey, now time.Time) ([]byte, bool) {
-	return m.records.live(k, unixNano(now))
+// sweepRecords drops every record expired at at (Unix nanoseconds).
+// Memory keeps Records' values in m.records, apart from Claim's keys; each
+// Put sweeps first, so expired values never linger, and recordBytes counts
+// what they hold.
+func (m *Memory) sweepRecords(at int64) {
+	m.records.sweep(at, func(v []byte) { m.recordBytes -= len(v) })
 }
 
 // addRecord keeps a copy of value under k until expiry.
@@ -94,9 +90,10 @@ func (m *Memory) Put(ctx context.Context, key string, value []byte, expiry time.
 	if err := checkPut(key, value, expiry, now); err != nil {
 		return false, err
 	}
-	m.sweepRecords(now)
+	at := unixNano(now)
+	m.sweepRecords(at)
 	k := sha256.Sum256([]byte(key))
-	if _, ok := m.liveRecord(k, now); ok {
+	if _, ok := m.records.live(k, at); ok {
 		return false, nil
 	}
 	if err := m.roomForRecord(len(value)); err != nil {
@@ -124,7 +121,7 @@ func (m *Memory) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	v, ok := m.liveRecord(sha256.Sum256([]byte(key)), m.now())
+	v, ok := m.records.live(sha256.Sum256([]byte(key)), unixNano(m.now()))
 	if !ok {
 		return nil, false, nil
 	}
@@ -142,7 +139,7 @@ func (m *Memory) Replace(ctx context.Context, key string, value []byte) (bool, e
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	k := sha256.Sum256([]byte(key))
-	if _, ok := m.liveRecord(k, m.now()); !ok {
+	if _, ok := m.records.live(k, unixNano(m.now())); !ok {
 		return false, nil
 	}
 	// A replacement is allowed past the byte bound: it completes what a
