@@ -184,7 +184,11 @@ func splitCommand(line string, vars map[string]string) (buildCommand, error) {
 	return c, nil
 }
 
-// checkBuildFlags: the command is `go build`, with cgo off and -trimpath.
+// shippedTags are the build tags every shipped binary is built with.
+const shippedTags = "grpcnotrace"
+
+// checkBuildFlags: the command is `go build`, with cgo off, -trimpath and
+// the shipped build tags.
 func checkBuildFlags(t *testing.T, what string, c buildCommand) {
 	t.Helper()
 	if len(c.argv) < 2 || filepath.Base(c.argv[0]) != "go" || c.argv[1] != "build" {
@@ -195,6 +199,9 @@ func checkBuildFlags(t *testing.T, what string, c buildCommand) {
 	}
 	if !slices.Contains(c.argv, "-trimpath") {
 		t.Errorf("%s: %v lacks -trimpath", what, c.argv)
+	}
+	if i := slices.Index(c.argv, "-tags"); i < 0 || i+1 >= len(c.argv) || c.argv[i+1] != shippedTags {
+		t.Errorf("%s: %v lacks -tags %s", what, c.argv, shippedTags)
 	}
 }
 
@@ -247,6 +254,9 @@ func checkStatic(path string) error {
 	}
 	if settings["-trimpath"] != "true" {
 		return errors.New("built without -trimpath")
+	}
+	if settings["-tags"] != shippedTags {
+		return fmt.Errorf("built with tags %q, not %q", settings["-tags"], shippedTags)
 	}
 	return nil
 }
@@ -395,3 +405,24 @@ func TestImageRunsWhatTheChartExpects(t *testing.T) {
 		t.Errorf("fsGroup %v: the key files must belong to the image's group %d to be readable", psc.FSGroup, gid)
 	}
 }
+
+// TestShippedBuildLinksNoRPCTracing: with the shipped tags, nothing in the
+// broker imports golang.org/x/net/trace, whose html/template is what made
+// the linker keep every exported method (a 39 MB binary against 23 MB).
+// A new dependency that brings it back fails here, not in a resident set.
+func TestShippedBuildLinksNoRPCTracing(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps", "-tags", shippedTags, "./cmd/ferry")
+	cmd.Dir = ".."
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, "google.golang.org/grpc") {
+		t.Fatal("the broker no longer links gRPC: this test and the grpcnotrace tag can go")
+	}
+	if slices.Contains(deps, "golang.org/x/net/trace") {
+		t.Errorf("built with -tags %s, the broker still imports golang.org/x/net/trace", shippedTags)
+	}
+}
+
