@@ -425,4 +425,3 @@ func TestShippedBuildLinksNoRPCTracing(t *testing.T) {
 		t.Errorf("built with -tags %s, the broker still imports golang.org/x/net/trace", shippedTags)
 	}
 }
-
