@@ -21,7 +21,7 @@ var unmatchableClaims = map[string]string{
 }
 
 // conditions compiles a match or deny block.
-func (fp *fileParser) conditions(n *yaml.Node, what, rulePrefix string) []*condition {
+func (fp *fileParser) conditions(n *yaml.Node, what string) []*condition {
 	ps, ok := fp.Pairs(n, what)
 	if !ok && ps == nil {
 		return nil
@@ -41,26 +41,26 @@ func (fp *fileParser) conditions(n *yaml.Node, what, rulePrefix string) []*condi
 			fp.Errorf(p.Key, "%s: claim %q cannot be matched: %s", what, name, why)
 			continue
 		}
-		c := &condition{claim: fp.intern(name), rule: fp.intern(rulePrefix + name)}
+		var alts []alt
 		switch p.Val.Kind {
 		case yaml.SequenceNode:
 			if len(p.Val.Content) == 0 {
 				fp.Errorf(p.Val, "%s.%s: an empty list matches nothing", what, name)
 				continue
 			}
+			alts = make([]alt, 0, len(p.Val.Content))
 			for _, e := range p.Val.Content {
 				if a, ok := fp.alt(e, what+"."+name); ok {
-					c.alts = append(c.alts, a)
+					alts = append(alts, a)
 				}
 			}
 		default:
 			if a, ok := fp.alt(p.Val, what+"."+name); ok {
-				c.alts = append(c.alts, a)
+				alts = append(alts, a)
 			}
 		}
-		if len(c.alts) > 0 {
-			c.compile()
-			out = append(out, fp.condition(c))
+		if len(alts) > 0 {
+			out = append(out, fp.condition(newCondition(fp.intern(name), alts)))
 		}
 	}
 	return out
@@ -88,7 +88,7 @@ func (fp *fileParser) alt(n *yaml.Node, what string) (alt, bool) {
 			fp.Errorf(r, "%s: invalid regex %q: %v", what, expr, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
 			return alt{}, false
 		}
-		return alt{kind: altRegex, text: expr, re: re}, true
+		return alt{text: expr, re: re}, true
 	case yaml.ScalarNode:
 	default:
 		fp.Errorf(n, "%s must be a string, number, boolean, {regex: ...} or a list of them", what)
@@ -97,23 +97,23 @@ func (fp *fileParser) alt(n *yaml.Node, what string) (alt, bool) {
 	switch n.ShortTag() {
 	case "!!str", "!!timestamp":
 		if strings.ContainsAny(n.Value, "*?") {
-			return alt{kind: altGlob, text: fp.intern(n.Value), re: fp.glob(n.Value)}, true
+			return alt{text: fp.intern(n.Value), glob: true}, true
 		}
-		return alt{kind: altExact, text: fp.intern(n.Value)}, true
+		return alt{text: fp.intern(n.Value)}, true
 	case "!!bool":
 		var b bool
 		if err := n.Decode(&b); err != nil {
 			fp.Errorf(n, "%s: %q is not a boolean", what, n.Value)
 			return alt{}, false
 		}
-		return alt{kind: altExact, text: strconv.FormatBool(b)}, true
+		return alt{text: strconv.FormatBool(b)}, true
 	case "!!int":
 		var i int64
 		if err := n.Decode(&i); err != nil {
 			fp.Errorf(n, "%s: %s is not a 64-bit integer; quote it to match it as text", what, n.Value)
 			return alt{}, false
 		}
-		return alt{kind: altExact, text: strconv.FormatInt(i, 10)}, true
+		return alt{text: strconv.FormatInt(i, 10)}, true
 	case "!!float":
 		fp.Errorf(n, "%s: %s is a floating-point number, which cannot match claims reliably; quote it to match it as text", what, n.Value)
 	case "!!null":
@@ -132,17 +132,17 @@ func (fp *fileParser) denyBlocks(n *yaml.Node) []denyBlock {
 	out := make([]denyBlock, 0, len(n.Content))
 	for i, b := range n.Content {
 		what := fmt.Sprintf("deny[%d]", i)
-		conds := fp.conditions(b, what, what+".")
+		conds := fp.conditions(b, what)
 		if len(conds) == 0 {
 			continue
 		}
 		rule := what
 		if len(conds) == 1 {
-			rule = conds[0].rule
+			rule = what + "." + conds[0].claim
 		}
 		out = append(out, denyBlock{index: i, rule: rule, conds: conds})
 	}
-	return out
+	return fp.denies(out)
 }
 
 // pinsIdentity reports whether any match condition binds the token to a

@@ -12,8 +12,6 @@ import "unicode/utf8"
 // would feel.
 type glob string
 
-func compileGlob(p string) glob { return glob(p) }
-
 // MatchString reports whether the whole of s matches the pattern. It
 // follows only the states that are alive, which for a glob are few (one,
 // and one more per * that could still be matching), so the cost is about

@@ -18,27 +18,37 @@ const (
 	altRegex
 )
 
-// alt is one accepted value of a match key, compiled once at load.
+// alt is one accepted value of a match key, compiled once at load. It
+// holds no interface: ten thousand policies keep one or more each, and
+// the kind is told by which field is set.
 type alt struct {
-	kind altKind
-	text string  // the exact text, or the pattern as written
-	re   matcher // globs and regexes, anchored
+	text string         // the exact text, or the pattern as written
+	re   *regexp.Regexp // regexes only, anchored
+	glob bool           // text is a glob pattern
 }
 
-// matcher is a compiled pattern: a *glob, or an anchored *regexp.Regexp.
-type matcher interface {
-	MatchString(s string) bool
+func (a alt) kind() altKind {
+	switch {
+	case a.re != nil:
+		return altRegex
+	case a.glob:
+		return altGlob
+	}
+	return altExact
 }
 
 func (a alt) matches(s string) bool {
-	if a.kind == altExact {
-		return s == a.text
+	switch {
+	case a.re != nil:
+		return a.re.MatchString(s)
+	case a.glob:
+		return glob(a.text).MatchString(s)
 	}
-	return a.re.MatchString(s)
+	return s == a.text
 }
 
 func (a alt) String() string {
-	switch a.kind {
+	switch a.kind() {
 	case altGlob:
 		return "glob " + quotePattern(a.text)
 	case altRegex:
@@ -60,43 +70,68 @@ func quotePattern(s string) string {
 }
 
 // condition is one key of a match or deny block: the claim must match any
-// of alts.
+// of its alternatives. Nearly every key has one value, so that one is kept
+// in the condition itself and a list elsewhere: ten thousand policies keep
+// a few conditions each, and each object is one more for the collector to
+// mark. A condition does not know where it stands, so one object serves
+// every block and policy of a load that has a key equal to it.
 type condition struct {
 	claim string
-	rule  string // "match.ref", "deny[0].actor"
-	alts  []alt
-	// set holds the exact alternatives once there are enough
-	// of them for a lookup to beat a scan, so a long any-of list costs
-	// one lookup per request; patterns are then the other alternatives.
-	// Both are nil for a short list, which is scanned.
+	one   [1]alt   // the alternative, when there is one
+	many  *altList // the alternatives, when there are more; nil for one
+}
+
+// altList holds a key's alternatives when there are more than one, and
+// for a long list a set of its exact ones, so that it costs one lookup per
+// request; patterns are then the other alternatives.
+type altList struct {
+	alts     []alt
 	set      map[string]struct{}
 	patterns []alt
+}
+
+// newCondition compiles a key of claim with alts, of which there is at
+// least one.
+func newCondition(claim string, alts []alt) *condition {
+	c := &condition{claim: claim}
+	if len(alts) == 1 {
+		c.one[0] = alts[0]
+		return c
+	}
+	c.many = &altList{alts: alts}
+	n := 0
+	for _, a := range alts {
+		if a.kind() == altExact {
+			n++
+		}
+	}
+	if n < setFrom {
+		return c
+	}
+	c.many.set = make(map[string]struct{}, n)
+	for _, a := range alts {
+		if a.kind() == altExact {
+			c.many.set[a.text] = struct{}{}
+		} else {
+			c.many.patterns = append(c.many.patterns, a)
+		}
+	}
+	return c
 }
 
 // setFrom is how many exact alternatives make a set worth it.
 const setFrom = 8
 
-// compile builds the set of exact alternatives; it is called once the
-// alternatives are all read.
-func (c *condition) compile() {
-	n := 0
-	for _, a := range c.alts {
-		if a.kind == altExact {
-			n++
-		}
+// alts returns the condition's alternatives, in the order written.
+func (c *condition) alts() []alt {
+	if c.many != nil {
+		return c.many.alts
 	}
-	if n < setFrom {
-		return
-	}
-	c.set = make(map[string]struct{}, n)
-	for _, a := range c.alts {
-		if a.kind == altExact {
-			c.set[a.text] = struct{}{}
-		} else {
-			c.patterns = append(c.patterns, a)
-		}
-	}
+	return c.one[:]
 }
+
+// matchRule is the rule a match key is refused by: "match.ref".
+func (c *condition) matchRule() string { return "match." + c.claim }
 
 // eval reports whether the token's claim satisfies the condition, with the
 // claim's value and whether it was present at all.
@@ -109,12 +144,15 @@ func (c *condition) eval(cs *claims.Set) (ok bool, v claims.Value, present bool)
 }
 
 func (c *condition) matches(s string) bool {
-	alts := c.alts
-	if c.set != nil {
-		if _, ok := c.set[s]; ok {
+	if c.many == nil {
+		return c.one[0].matches(s)
+	}
+	alts := c.many.alts
+	if c.many.set != nil {
+		if _, ok := c.many.set[s]; ok {
 			return true
 		}
-		alts = c.patterns
+		alts = c.many.patterns
 	}
 	for _, a := range alts {
 		if a.matches(s) {
@@ -126,7 +164,7 @@ func (c *condition) matches(s string) bool {
 
 // want renders what the condition accepts: `"main"`, `glob "acme/*"`,
 // `one of "push", "workflow_dispatch"`.
-func (c *condition) want() string { return c.wantUpTo(len(c.alts)) }
+func (c *condition) want() string { return c.wantUpTo(len(c.alts())) }
 
 // maxShown is how many alternatives a refusal names: it goes to the
 // caller and the audit log on every request, and a thousand values would
@@ -135,14 +173,15 @@ const maxShown = 10
 
 // wantUpTo is want naming at most n alternatives and counting the rest.
 func (c *condition) wantUpTo(n int) string {
-	if len(c.alts) == 1 {
-		return c.alts[0].String()
+	alts := c.alts()
+	if len(alts) == 1 {
+		return alts[0].String()
 	}
-	parts := make([]string, 0, min(n, len(c.alts))+1)
-	for _, a := range c.alts[:min(n, len(c.alts))] {
+	parts := make([]string, 0, min(n, len(alts))+1)
+	for _, a := range alts[:min(n, len(alts))] {
 		parts = append(parts, a.String())
 	}
-	if more := len(c.alts) - n; more > 0 {
+	if more := len(alts) - n; more > 0 {
 		parts = append(parts, fmt.Sprintf("… and %d more", more))
 	}
 	return "one of " + strings.Join(parts, ", ")
@@ -150,12 +189,12 @@ func (c *condition) wantUpTo(n int) string {
 
 // String renders the condition for a reader: `ref = "refs/heads/main"`.
 func (c *condition) String() string {
-	if len(c.alts) == 1 {
-		switch c.alts[0].kind {
+	if c.many == nil {
+		switch c.one[0].kind() {
 		case altExact:
-			return c.claim + " = " + c.alts[0].String()
+			return c.claim + " = " + c.one[0].String()
 		default:
-			return c.claim + " matches " + c.alts[0].String()
+			return c.claim + " matches " + c.one[0].String()
 		}
 	}
 	return c.claim + " is " + c.want()
@@ -163,8 +202,8 @@ func (c *condition) String() string {
 
 // exact reports whether every alternative is exact text.
 func (c *condition) exact() bool {
-	for _, a := range c.alts {
-		if a.kind != altExact {
+	for _, a := range c.alts() {
+		if a.kind() != altExact {
 			return false
 		}
 	}
@@ -226,7 +265,7 @@ func compileRegex(expr string) (*regexp.Regexp, error) {
 // repository or project owner, given whether its claim is an OWNER/NAME
 // path (see the package documentation).
 func (c *condition) pins(path bool) bool {
-	for _, a := range c.alts {
+	for _, a := range c.alts() {
 		if !altPins(a, path) {
 			return false
 		}
@@ -235,7 +274,7 @@ func (c *condition) pins(path bool) bool {
 }
 
 func altPins(a alt, path bool) bool {
-	switch a.kind {
+	switch a.kind() {
 	case altExact:
 		return a.text != ""
 	case altGlob:

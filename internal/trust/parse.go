@@ -1,7 +1,6 @@
 package trust
 
 import (
-	"fmt"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -113,7 +112,7 @@ func (fp *fileParser) parse(data []byte) *Policy {
 	pins := fp.opts.Platforms.PinList()
 	if e, ok := f["match"]; ok {
 		before := fp.Count()
-		p.match = fp.conditions(e.Val, "match", "match.")
+		p.match = fp.conditions(e.Val, "match")
 		// Only a match block that compiled cleanly is judged for pinning:
 		// otherwise the missing key is usually the one just reported.
 		if fp.Count() == before && !fp.pinsIdentity(p.match) {
@@ -136,7 +135,6 @@ func (fp *fileParser) parse(data []byte) *Policy {
 	if fp.Count() > 0 {
 		return nil
 	}
-	p.allowReason = fmt.Sprintf("claims satisfy policy %q", p.Name)
 	return p
 }
 

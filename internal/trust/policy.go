@@ -17,9 +17,8 @@ type Policy struct {
 	// {{claim}} templates are filled in by Render.
 	Grant grant.Spec
 
-	match       []*condition
-	deny        []denyBlock
-	allowReason string // built once so an allowed request does not allocate
+	match []*condition
+	deny  []denyBlock // shared by the policies of one load that deny alike
 }
 
 // LoadOptions tunes loading to the broker's configuration.

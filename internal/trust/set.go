@@ -3,6 +3,7 @@ package trust
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/ferry-broker/ferry/internal/claims"
@@ -101,10 +102,13 @@ func (p *Policy) authorize(issuer string, c *claims.Set) Decision {
 	}
 	for _, cond := range p.match {
 		if ok, v, present := cond.eval(c); !ok {
-			return Decision{Policy: p, Rule: cond.rule, Reason: cond.failure(p.Name, v, present)}
+			return Decision{Policy: p, Rule: cond.matchRule(), Reason: cond.failure(p.Name, v, present)}
 		}
 	}
-	return Decision{Allowed: true, Policy: p, Rule: RuleAllowed, Reason: p.allowReason}
+	// Built here, not kept with the policy: an allowed request goes on to
+	// mint, beside which one small string is nothing, and ten thousand
+	// policies would each hold theirs.
+	return Decision{Allowed: true, Policy: p, Rule: RuleAllowed, Reason: "claims satisfy policy " + strconv.Quote(p.Name)}
 }
 
 // Decide is what the broker does before it mints, and what `ferry policy
@@ -148,7 +152,7 @@ func (p *Policy) Explain(issuer string, c *claims.Set) []Check {
 
 	for _, cond := range p.match {
 		ok, v, present := cond.eval(c)
-		ch := Check{Rule: cond.rule, Claim: cond.claim, Passed: ok}
+		ch := Check{Rule: cond.matchRule(), Claim: cond.claim, Passed: ok}
 		if ok {
 			ch.Detail = fmt.Sprintf("%s = %s matches %s", cond.claim, claims.Describe(v.Text), cond.want())
 		} else {

@@ -52,3 +52,67 @@ grant:
 		}
 	}
 }
+
+func TestDenyListsAndSessionTagsAreSharedOnlyWhenEqual(t *testing.T) {
+	policy := func(deny string) string {
+		return `issuer: github
+match: {repository: acme/app, ref: refs/heads/main}
+deny: ` + deny + `
+grant: {aws: {role_arn: "arn:aws:iam::123456789012:role/deploy", session_tags: [repository, ref]}}
+`
+	}
+	set := mustLoad(t, map[string]string{
+		"a.yaml":     policy(`[{event_name: pull_request_target}, {actor: "*[bot]"}]`),
+		"b.yaml":     policy(`[{event_name: pull_request_target}, {actor: "*[bot]"}]`),
+		"order.yaml": policy(`[{actor: "*[bot]"}, {event_name: pull_request_target}]`),
+		"glob.yaml":  policy(`[{event_name: pull_request_target}, {actor: "*[bot]*"}]`),
+	})
+	p := map[string]*Policy{}
+	for _, name := range []string{"a", "b", "order", "glob"} {
+		p[name], _ = set.Lookup(name)
+	}
+	if &p["a"].deny[0] != &p["b"].deny[0] {
+		t.Error("equal deny lists are not shared")
+	}
+	for _, other := range []string{"order", "glob"} {
+		if &p["a"].deny[0] == &p[other].deny[0] {
+			t.Errorf("the deny list of %s is shared with a's, which differs", other)
+		}
+	}
+	tags := func(p *Policy) []string { return p.Grant.(*awssts.Spec).SessionTags }
+	if &tags(p["a"])[0] != &tags(p["b"])[0] {
+		t.Error("equal session tag lists are not shared")
+	}
+	// The order decides which rule refuses: sharing must keep it.
+	bot := sampleClaims(t, "github-push-main", map[string]any{"repository": "acme/app", "actor": "dependabot[bot]", "event_name": "pull_request_target"})
+	for name, rule := range map[string]string{"a": "deny[0].event_name", "order": "deny[0].actor", "glob": "deny[0].event_name"} {
+		if d := set.Authorize("github", name, bot); d.Allowed || d.Rule != rule {
+			t.Errorf("%s: allowed=%v by rule %q, want refused by %q", name, d.Allowed, d.Rule, rule)
+		}
+	}
+}
+
+func TestAConditionSharedByMatchAndDenyKeepsEachRule(t *testing.T) {
+	// ref: refs/heads/main is one condition in the match of one policy and
+	// in the deny block of another; each must name its own rule.
+	set := mustLoad(t, map[string]string{
+		"main.yaml":     "issuer: github\nmatch: {repository: acme/app, ref: refs/heads/main}\ngrant: {token: {audience: x}}\n",
+		"not-main.yaml": "issuer: github\nmatch: {repository: acme/app}\ndeny: [{ref: refs/heads/main}, {ref: refs/heads/main, actor: octocat}]\ngrant: {token: {audience: x}}\n",
+	})
+	m, _ := set.Lookup("main")
+	n, _ := set.Lookup("not-main")
+	if m.match[1] != n.deny[0].conds[0] {
+		t.Fatal("the equal conditions are not shared, so this test shows nothing")
+	}
+	dev := sampleClaims(t, "github-push-main", map[string]any{"repository": "acme/app", "ref": "refs/heads/dev"})
+	if d := set.Authorize("github", "main", dev); d.Allowed || d.Rule != "match.ref" {
+		t.Errorf("main: allowed=%v by rule %q, want refused by match.ref", d.Allowed, d.Rule)
+	}
+	onMain := sampleClaims(t, "github-push-main", map[string]any{"repository": "acme/app", "ref": "refs/heads/main", "actor": "octocat"})
+	if d := set.Authorize("github", "not-main", onMain); d.Allowed || d.Rule != "deny[0].ref" {
+		t.Errorf("not-main: allowed=%v by rule %q, want refused by deny[0].ref", d.Allowed, d.Rule)
+	}
+	if n.deny[1].rule != "deny[1]" {
+		t.Errorf("a block of two keys is rule %q, want deny[1]", n.deny[1].rule)
+	}
+}

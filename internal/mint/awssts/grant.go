@@ -96,7 +96,8 @@ func (Kind) Parse(r *yamlpos.Reader, n *yaml.Node) grant.Spec {
 		if len(tags) > MaxSessionTags {
 			r.Errorf(v, "grant.aws.session_tags has %d tags; STS allows at most %d", len(tags), MaxSessionTags)
 		}
-		g.SessionTags = tags
+		// Policies of one shape tag alike: the load keeps one list.
+		g.SessionTags = r.Share("aws.session_tags\x00"+strings.Join(tags, "\x00"), tags).([]string)
 		seen := map[string]bool{}
 		for i, t := range tags {
 			switch {
