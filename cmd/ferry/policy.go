@@ -197,7 +197,7 @@ func runPolicyTest(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, p := range set.Policies() {
 		if !tested[p.Name] {
-			fmt.Fprintf(stdout, "note: policy %s has no test cases (add %s)\n", p.Name, strings.TrimSuffix(strings.TrimSuffix(p.File, ".yaml"), ".yml")+".test.yaml")
+			fmt.Fprintf(stdout, "note: policy %s has no test cases (add %s)\n", p.Name, strings.TrimSuffix(strings.TrimSuffix(p.File(), ".yaml"), ".yml")+".test.yaml")
 		}
 	}
 	fmt.Fprintf(stdout, "%d passed, %d failed\n", len(results)-failed, failed)
@@ -247,7 +247,7 @@ func runPolicyExplain(args []string, stdout, stderr io.Writer) int {
 		is = p.Issuer
 	}
 
-	fmt.Fprintf(stdout, "policy %s (%s), token from issuer %s\n", p.Name, p.File, is)
+	fmt.Fprintf(stdout, "policy %s (%s), token from issuer %s\n", p.Name, p.File(), is)
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	for _, c := range p.Explain(is, cs) {
 		verdict := "PASS"

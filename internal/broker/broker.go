@@ -196,7 +196,7 @@ func openReplay(ctx context.Context, c config.Replay) (replay.Store, error) {
 func warnUnservable(logger *slog.Logger, set *trust.Set, minters map[string]grant.Minter) {
 	for _, p := range set.Policies() {
 		if minters[p.Grant.Kind()] == nil {
-			logger.Warn("policy cannot be served: no minter for its grant kind", "policy", p.Name, "grant", p.Grant.Kind(), "file", p.File)
+			logger.Warn("policy cannot be served: no minter for its grant kind", "policy", p.Name, "grant", p.Grant.Kind(), "file", p.File())
 		}
 	}
 }

@@ -2,6 +2,7 @@ package trust
 
 import (
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -10,12 +11,13 @@ import (
 )
 
 // benchSet compiles n policies shaped like deploy-prod, one per
-// repository, with a glob deny rule and a templated session policy.
+// repository, with a glob deny rule and a templated session policy, from
+// one directory as a broker loads them.
 func benchSet(b *testing.B, n int) *Set {
 	b.Helper()
 	files := make(map[string][]byte, n)
 	for i := range n {
-		files[deploypolicy.Name(i)+".yaml"] = deploypolicy.YAML(i)
+		files[filepath.Join("/etc/ferry/trustpolicies", deploypolicy.Name(i)+".yaml")] = deploypolicy.YAML(i)
 	}
 	set, err := LoadFiles(files, testIssuers)
 	if err != nil {

@@ -60,7 +60,7 @@ func BlastRadius(set *Set) []Exposure {
 
 func (p *Policy) exposure(platforms platform.Set) Exposure {
 	t := p.Grant.Target()
-	e := Exposure{Policy: p.Name, File: p.File, Issuer: p.Issuer, Grant: p.Grant.Kind(), MaxDuration: p.Grant.MaxDuration(),
+	e := Exposure{Policy: p.Name, File: p.File(), Issuer: p.Issuer, Grant: p.Grant.Kind(), MaxDuration: p.Grant.MaxDuration(),
 		Credential: t.Credential, Narrowing: t.Narrowing}
 	for _, c := range p.match {
 		e.Who = append(e.Who, c.String())

@@ -185,8 +185,8 @@ func TestLoadDirSkipsTestFilesAndOtherFiles(t *testing.T) {
 	if !reflect.DeepEqual(names, []string{"deploy", "other"}) {
 		t.Errorf("policies = %v", names)
 	}
-	if p, _ := set.Lookup("deploy"); p.File != filepath.Join(dir, "deploy.yaml") {
-		t.Errorf("File = %q", p.File)
+	if p, _ := set.Lookup("deploy"); p.File() != filepath.Join(dir, "deploy.yaml") {
+		t.Errorf("File = %q", p.File())
 	}
 }
 

@@ -75,10 +75,11 @@ func (fp *fileParser) parse(data []byte) *Policy {
 	if f == nil {
 		return nil
 	}
-	p := &Policy{File: fp.File}
-
-	base := filepath.Base(fp.File)
-	p.Name = strings.TrimSuffix(strings.TrimSuffix(base, ".yaml"), ".yml")
+	dir, base := filepath.Split(fp.File)
+	// The base is copied, so that the whole path it was cut from is not
+	// kept for it.
+	p := &Policy{dir: fp.intern(dir), base: strings.Clone(base)}
+	p.Name = strings.TrimSuffix(strings.TrimSuffix(p.base, ".yaml"), ".yml")
 	fp.nameLine, fp.nameCol = 1, 1
 	if n := f.Value("name"); n != nil {
 		fp.nameLine, fp.nameCol = n.Line, n.Column

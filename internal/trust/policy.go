@@ -12,14 +12,20 @@ type Policy struct {
 	Name        string
 	Description string
 	Issuer      string // a configured issuer's name, e.g. "github"
-	File        string // path the policy was loaded from
 	// Grant is the credential the policy mints, as its kind parsed it; its
 	// {{claim}} templates are filled in by Render.
 	Grant grant.Spec
 
 	match []*condition
 	deny  []denyBlock // shared by the policies of one load that deny alike
+
+	// dir and base are the path the policy was loaded from, apart: the
+	// policies of one directory share one copy of its name.
+	dir, base string
 }
+
+// File is the path the policy was loaded from.
+func (p *Policy) File() string { return p.dir + p.base }
 
 // LoadOptions tunes loading to the broker's configuration.
 type LoadOptions struct {

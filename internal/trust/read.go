@@ -216,7 +216,7 @@ func LoadFiles(files map[string][]byte, opts LoadOptions) (*Set, error) {
 		}
 		if prev, dup := byName[p.Name]; dup {
 			problems = append(problems, Problem{File: path, Line: fp.nameLine, Col: fp.nameCol,
-				Message: fmt.Sprintf("policy name %q is already used by %s", p.Name, prev.File)})
+				Message: fmt.Sprintf("policy name %q is already used by %s", p.Name, prev.File())})
 			continue
 		}
 		byName[p.Name] = p

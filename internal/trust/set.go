@@ -2,8 +2,7 @@ package trust
 
 import (
 	"fmt"
-	"sort"
-	"strconv"
+	"slices"
 	"strings"
 
 	"github.com/ferry-broker/ferry/internal/claims"
@@ -14,17 +13,19 @@ import (
 // Set is a compiled, validated collection of policies. It is immutable
 // once built and safe for concurrent use; a reload builds a new Set.
 type Set struct {
-	byName    map[string]*Policy
+	// sorted, by name, is also how Lookup finds a policy: a binary search
+	// of ten thousand names is fourteen comparisons, and a map beside it
+	// would hold 40 bytes a policy for a few nanoseconds a request.
 	sorted    []*Policy
 	platforms platform.Set
 }
 
 func newSet(byName map[string]*Policy, platforms platform.Set) *Set {
-	s := &Set{byName: byName, sorted: make([]*Policy, 0, len(byName)), platforms: platforms}
+	s := &Set{sorted: make([]*Policy, 0, len(byName)), platforms: platforms}
 	for _, p := range byName {
 		s.sorted = append(s.sorted, p)
 	}
-	sort.Slice(s.sorted, func(i, j int) bool { return s.sorted[i].Name < s.sorted[j].Name })
+	slices.SortFunc(s.sorted, func(a, b *Policy) int { return strings.Compare(a.Name, b.Name) })
 	return s
 }
 
@@ -49,8 +50,11 @@ func (s *Set) Lookup(name string) (*Policy, bool) {
 	if s == nil {
 		return nil, false
 	}
-	p, ok := s.byName[name]
-	return p, ok
+	i, ok := slices.BinarySearchFunc(s.sorted, name, func(p *Policy, name string) int { return strings.Compare(p.Name, name) })
+	if !ok {
+		return nil, false
+	}
+	return s.sorted[i], true
 }
 
 // Decision is the outcome of one authorization.
@@ -107,8 +111,9 @@ func (p *Policy) authorize(issuer string, c *claims.Set) Decision {
 	}
 	// Built here, not kept with the policy: an allowed request goes on to
 	// mint, beside which one small string is nothing, and ten thousand
-	// policies would each hold theirs.
-	return Decision{Allowed: true, Policy: p, Rule: RuleAllowed, Reason: "claims satisfy policy " + strconv.Quote(p.Name)}
+	// policies would each hold theirs. A name is letters, digits and .-_
+	// (policyName), so quoting it is putting it between quotes.
+	return Decision{Allowed: true, Policy: p, Rule: RuleAllowed, Reason: `claims satisfy policy "` + p.Name + `"`}
 }
 
 // Decide is what the broker does before it mints, and what `ferry policy

@@ -2,8 +2,10 @@ package trust
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/ferry-broker/ferry/internal/mint/awssts"
 )
@@ -114,5 +116,24 @@ func TestAConditionSharedByMatchAndDenyKeepsEachRule(t *testing.T) {
 	}
 	if n.deny[1].rule != "deny[1]" {
 		t.Errorf("a block of two keys is rule %q, want deny[1]", n.deny[1].rule)
+	}
+}
+
+func TestPoliciesOfOneDirectoryShareItsName(t *testing.T) {
+	policy := func(repo string) string {
+		return "issuer: github\nmatch: {repository: acme/" + repo + "}\ngrant: {token: {audience: x}}\n"
+	}
+	dir := writeDir(t, map[string]string{"a.yaml": policy("a"), "b.yaml": policy("b")})
+	set, err := LoadDir(dir, testIssuers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := set.Lookup("a")
+	b, _ := set.Lookup("b")
+	if a.File() != filepath.Join(dir, "a.yaml") || b.File() != filepath.Join(dir, "b.yaml") {
+		t.Fatalf("files %q and %q", a.File(), b.File())
+	}
+	if unsafe.StringData(a.dir) != unsafe.StringData(b.dir) {
+		t.Error("each policy keeps its own copy of the directory's name")
 	}
 }

@@ -155,10 +155,10 @@ func policyForTestFile(path string, set *Set) *Policy {
 	base := testBase(path)
 	dir := filepath.Clean(filepath.Dir(path))
 	for _, p := range set.Policies() {
-		if filepath.Clean(filepath.Dir(p.File)) != dir {
+		if filepath.Clean(p.dir) != dir {
 			continue
 		}
-		switch filepath.Base(p.File) {
+		switch p.base {
 		case base + ".yaml", base + ".yml":
 			return p
 		}
