@@ -65,8 +65,9 @@ func (p *Policy) exposure(platforms platform.Set) Exposure {
 	for _, c := range p.match {
 		e.Who = append(e.Who, c.String())
 	}
-	for i := range p.deny {
-		e.Deny = append(e.Deny, p.deny[i].String())
+	denies := p.denies()
+	for i := range denies {
+		e.Deny = append(e.Deny, denies[i].String())
 	}
 	e.Warnings = append(p.warnings(platforms), t.Warnings...)
 	return e
@@ -138,8 +139,9 @@ func (p *Policy) reachable(r platform.Risk, cond map[string]*condition) bool {
 
 // deniedOutright reports whether a deny block on claim alone refuses value.
 func (p *Policy) deniedOutright(claim, value string) bool {
-	for i := range p.deny {
-		d := &p.deny[i]
+	denies := p.denies()
+	for i := range denies {
+		d := &denies[i]
 		if len(d.conds) == 1 && d.conds[0].claim == claim && d.conds[0].matches(value) {
 			return true
 		}

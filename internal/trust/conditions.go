@@ -124,7 +124,7 @@ func (fp *fileParser) alt(n *yaml.Node, what string) (alt, bool) {
 	return alt{}, false
 }
 
-func (fp *fileParser) denyBlocks(n *yaml.Node) []denyBlock {
+func (fp *fileParser) denyBlocks(n *yaml.Node) *denyList {
 	if n.Kind != yaml.SequenceNode {
 		fp.Errorf(n, "deny must be a list of blocks, e.g. deny: [{event_name: pull_request_target}]")
 		return nil

@@ -218,6 +218,9 @@ func (c *condition) failure(policy string, v claims.Value, present bool) string 
 	return fmt.Sprintf("claim %q = %s does not match policy %q (want %s)", c.claim, claims.Describe(v.Text), policy, c.wantUpTo(maxShown))
 }
 
+// denyList is a policy's deny blocks.
+type denyList struct{ blocks []denyBlock }
+
 // denyBlock refuses a token that satisfies every one of its conditions.
 type denyBlock struct {
 	index int

@@ -17,11 +17,19 @@ type Policy struct {
 	Grant grant.Spec
 
 	match []*condition
-	deny  []denyBlock // shared by the policies of one load that deny alike
+	deny  *denyList // nil for none; shared by the policies of one load that deny alike
 
 	// dir and base are the path the policy was loaded from, apart: the
 	// policies of one directory share one copy of its name.
 	dir, base string
+}
+
+// denies returns the policy's deny blocks, in the order written.
+func (p *Policy) denies() []denyBlock {
+	if p.deny == nil {
+		return nil
+	}
+	return p.deny.blocks
 }
 
 // File is the path the policy was loaded from.

@@ -98,8 +98,9 @@ func (p *Policy) authorize(issuer string, c *claims.Set) Decision {
 		return Decision{Policy: p, Rule: RuleIssuer,
 			Reason: fmt.Sprintf("policy %q does not accept tokens from issuer %s", p.Name, claims.Describe(issuer))}
 	}
-	for i := range p.deny {
-		d := &p.deny[i]
+	denies := p.denies()
+	for i := range denies {
+		d := &denies[i]
 		if d.matches(c) {
 			return Decision{Policy: p, Rule: d.rule, Reason: d.reason(p.Name, c)}
 		}
@@ -146,7 +147,7 @@ type Check struct {
 // failure, so a pipeline owner sees all that needs fixing at once. The
 // request is allowed exactly when every check passed.
 func (p *Policy) Explain(issuer string, c *claims.Set) []Check {
-	checks := make([]Check, 0, 2+len(p.match)+len(p.deny))
+	checks := make([]Check, 0, 2+len(p.match)+len(p.denies()))
 	ic := Check{Rule: RuleIssuer, Passed: issuer == p.Issuer}
 	if ic.Passed {
 		ic.Detail = fmt.Sprintf("issuer %q is accepted", issuer)
@@ -166,8 +167,9 @@ func (p *Policy) Explain(issuer string, c *claims.Set) []Check {
 		checks = append(checks, ch)
 	}
 
-	for i := range p.deny {
-		d := &p.deny[i]
+	denies := p.denies()
+	for i := range denies {
+		d := &denies[i]
 		matched := d.matches(c)
 		ch := Check{Rule: d.rule, Claim: denyClaims(d), Passed: !matched}
 		if matched {

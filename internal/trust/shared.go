@@ -11,13 +11,13 @@ import (
 type shared struct {
 	strs   map[string]string
 	conds  map[string]*condition
-	denies map[string][]denyBlock
+	denies map[string]*denyList
 	// kinds is what grant kinds share through yamlpos.Reader.Share.
 	kinds map[string]any
 }
 
 func newShared() *shared {
-	return &shared{strs: map[string]string{}, conds: map[string]*condition{}, denies: map[string][]denyBlock{}, kinds: map[string]any{}}
+	return &shared{strs: map[string]string{}, conds: map[string]*condition{}, denies: map[string]*denyList{}, kinds: map[string]any{}}
 }
 
 // intern returns the one copy of s this load keeps.
@@ -58,7 +58,10 @@ func writeConditionKey(key *strings.Builder, c *condition) {
 
 // denies returns the load's one copy of a deny list equal to blocks: the
 // same blocks, at the same places, with equal conditions in order.
-func (fp *fileParser) denies(blocks []denyBlock) []denyBlock {
+func (fp *fileParser) denies(blocks []denyBlock) *denyList {
+	if len(blocks) == 0 {
+		return nil
+	}
 	var key strings.Builder
 	for _, b := range blocks {
 		key.WriteString(strconv.Itoa(b.index))
@@ -71,6 +74,7 @@ func (fp *fileParser) denies(blocks []denyBlock) []denyBlock {
 	if have, ok := fp.shared.denies[key.String()]; ok {
 		return have
 	}
-	fp.shared.denies[key.String()] = blocks
-	return blocks
+	l := &denyList{blocks: blocks}
+	fp.shared.denies[key.String()] = l
+	return l
 }

@@ -28,7 +28,7 @@ grant:
 	set := mustLoad(t, files)
 	p0, _ := set.Lookup("p0")
 	p1, _ := set.Lookup("p1")
-	if p0.deny[0].conds[0] != p1.deny[0].conds[0] || p0.match[1] != p1.match[1] {
+	if p0.denies()[0].conds[0] != p1.denies()[0].conds[0] || p0.match[1] != p1.match[1] {
 		t.Error("identical conditions are not shared")
 	}
 	if p0.match[0] == p1.match[0] || p0.match[2] == p1.match[2] {
@@ -73,11 +73,11 @@ grant: {aws: {role_arn: "arn:aws:iam::123456789012:role/deploy", session_tags: [
 	for _, name := range []string{"a", "b", "order", "glob"} {
 		p[name], _ = set.Lookup(name)
 	}
-	if &p["a"].deny[0] != &p["b"].deny[0] {
+	if p["a"].deny != p["b"].deny {
 		t.Error("equal deny lists are not shared")
 	}
 	for _, other := range []string{"order", "glob"} {
-		if &p["a"].deny[0] == &p[other].deny[0] {
+		if p["a"].deny == p[other].deny {
 			t.Errorf("the deny list of %s is shared with a's, which differs", other)
 		}
 	}
@@ -103,7 +103,7 @@ func TestAConditionSharedByMatchAndDenyKeepsEachRule(t *testing.T) {
 	})
 	m, _ := set.Lookup("main")
 	n, _ := set.Lookup("not-main")
-	if m.match[1] != n.deny[0].conds[0] {
+	if m.match[1] != n.denies()[0].conds[0] {
 		t.Fatal("the equal conditions are not shared, so this test shows nothing")
 	}
 	dev := sampleClaims(t, "github-push-main", map[string]any{"repository": "acme/app", "ref": "refs/heads/dev"})
@@ -114,8 +114,8 @@ func TestAConditionSharedByMatchAndDenyKeepsEachRule(t *testing.T) {
 	if d := set.Authorize("github", "not-main", onMain); d.Allowed || d.Rule != "deny[0].ref" {
 		t.Errorf("not-main: allowed=%v by rule %q, want refused by deny[0].ref", d.Allowed, d.Rule)
 	}
-	if n.deny[1].rule != "deny[1]" {
-		t.Errorf("a block of two keys is rule %q, want deny[1]", n.deny[1].rule)
+	if rule := n.denies()[1].rule; rule != "deny[1]" {
+		t.Errorf("a block of two keys is rule %q, want deny[1]", rule)
 	}
 }
 
