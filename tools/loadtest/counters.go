@@ -76,3 +76,12 @@ func perCommit(r float64) string {
 	}
 	return fmt.Sprintf("%.1f", r)
 }
+
+// perRequestCPU is the CPU a round of n requests took from a process
+// whose CPU time read before and after, or 0 when either is unknown.
+func perRequestCPU(before, after time.Duration, n int) time.Duration {
+	if n <= 0 || before < 0 || after < before {
+		return 0
+	}
+	return (after - before) / time.Duration(n)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 	"time"
 )
@@ -65,5 +66,60 @@ func TestResidentSetSaysTheAnonymousPart(t *testing.T) {
 	}
 	if got := residentSet("Name:\tferry\n"); got != "unknown (anonymous unknown)" {
 		t.Errorf("residentSet of a status without the fields = %q", got)
+	}
+}
+
+func TestParseSchedstat(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"123456789 2000 31\n", 123456789 * time.Nanosecond, true},
+		{"0 0 0", 0, true},
+		{"", 0, false},
+		{"12 34", 0, false},
+		{"-5 1 1", 0, false},
+		{"x 1 1", 0, false},
+	} {
+		got, err := parseSchedstat(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("parseSchedstat(%q) = %v, %v; want %v, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestProcessCPUReadsARunningProcess(t *testing.T) {
+	before := processCPU(os.Getpid())
+	for i := 0; processCPU(os.Getpid()) == before && i < 1e6; i++ {
+	}
+	if after := processCPU(os.Getpid()); before < 0 || after <= before {
+		t.Errorf("processCPU of this test went from %v to %v, want it to grow", before, after)
+	}
+	if got := processCPU(-1); got != -1 {
+		t.Errorf("processCPU of no process = %v, want -1", got)
+	}
+}
+
+func TestHelperCPUPerRequest(t *testing.T) {
+	if got := perRequestCPU(time.Second, 3*time.Second, 1000); got != 2*time.Millisecond {
+		t.Errorf("perRequestCPU = %v, want 2ms", got)
+	}
+	for _, tt := range [][3]time.Duration{{-1, time.Second, 10}, {time.Second, -1, 10}, {time.Second, 2 * time.Second, 0}} {
+		if got := perRequestCPU(tt[0], tt[1], int(tt[2])); got != 0 {
+			t.Errorf("perRequestCPU(%v) = %v, want 0 (unknown)", tt, got)
+		}
+	}
+	cpus := map[string]time.Duration{"token": 200 * time.Microsecond, "token-redis": 220 * time.Microsecond}
+	helpers := map[string]time.Duration{"token-redis": 30 * time.Microsecond}
+	if got, want := withHelper(cpus, helpers, "token-redis", "token", "redis-server"), "; redis-server adds 30µs a request, 1.25x with it"; got != want {
+		t.Errorf("withHelper = %q, want %q", got, want)
+	}
+	if got := withHelper(cpus, map[string]time.Duration{}, "token-redis", "token", "redis-server"); got != "" {
+		t.Errorf("withHelper without the helper's figure = %q, want nothing", got)
+	}
+	var none *broker
+	if got := none.helperTime(); got != -1 {
+		t.Errorf("helperTime of no broker = %v, want -1", got)
 	}
 }

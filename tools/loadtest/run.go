@@ -117,11 +117,13 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			continue
 		}
 		replay := "{store: memory}"
+		var helperCPU func() time.Duration
 		if s.broker == "redis" {
-			addr, stop, err := startRedis(ctx)
+			addr, stop, cpu, err := startRedis(ctx)
 			if err != nil {
 				return err
 			}
+			helperCPU = cpu
 			defer stop()
 			replay = fmt.Sprintf("{store: redis, redis_url: %q}", "redis://"+addr+"/0")
 		}
@@ -138,6 +140,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			return err
 		}
 		defer b.stop()
+		b.helperCPU = helperCPU
 		brokers[s.broker] = b
 		targets[s.broker] = b.url
 	}
@@ -184,6 +187,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		ratios     []float64
 		p99s       []time.Duration
 		cpus       []time.Duration
+		helperCPUs []time.Duration
 		unexpected int
 	}
 	var sums []summary
@@ -200,11 +204,13 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			}
 			target := targets[s.broker]
 			var fb, bb result
-			var cpu time.Duration
+			var cpu, helperCPU time.Duration
 			var perFsync float64
 			ferry := func() {
 				before := readCounters(ctx, client, target)
+				helperBefore := brokers[s.broker].helperTime()
 				fb = drive(ctx, client, target+"/v1/exchange", body, s.status, o.conns, o.maxRequests, o.round)
+				helperCPU = perRequestCPU(helperBefore, brokers[s.broker].helperTime(), fb.requests)
 				cpu, perFsync = perRequest(before, readCounters(ctx, client, target), fb.requests)
 			}
 			// Alternate which goes first, so neither always follows the
@@ -220,6 +226,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			sum.ratios = append(sum.ratios, ratio)
 			sum.p99s = append(sum.p99s, fb.p99)
 			sum.cpus = append(sum.cpus, cpu)
+			sum.helperCPUs = append(sum.helperCPUs, helperCPU)
 			sum.unexpected += fb.unexpected + bb.unexpected
 			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%.2f\t\n", s.name, r+1, bb.rps(), ms(bb.p50), ms(bb.p99), fb.rps(), ms(fb.p50), ms(fb.p99), us(cpu), perCommit(perFsync), ratio)
 		}
@@ -236,14 +243,21 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	var failed []string
 	var memoryToken, redisToken, deny, deny10k, durable, durableSign float64
-	cpus := map[string]time.Duration{}
+	cpus, helperCPUs := map[string]time.Duration{}, map[string]time.Duration{}
 	for _, sum := range sums {
 		if len(sum.ratios) == 0 {
 			continue
 		}
 		ratio, p99 := median(sum.ratios), medianDur(sum.p99s)
 		cpus[sum.s.name] = medianDur(sum.cpus)
-		fmt.Fprintf(tw, "  %s\tratio %.2f\tp99 %s\tCPU %s a request\t%s\n", sum.s.name, ratio, ms(p99), us(cpus[sum.s.name]), sum.s.what)
+		if h := medianDur(sum.helperCPUs); h > 0 {
+			helperCPUs[sum.s.name] = h
+		}
+		cpu := "CPU " + us(cpus[sum.s.name]) + " a request"
+		if h := helperCPUs[sum.s.name]; h > 0 {
+			cpu += " (redis-server " + us(h) + ")"
+		}
+		fmt.Fprintf(tw, "  %s\tratio %.2f\tp99 %s\t%s\t%s\n", sum.s.name, ratio, ms(p99), cpu, sum.s.what)
 		if sum.unexpected > 0 {
 			failed = append(failed, fmt.Sprintf("%s: %d answers with an unexpected status", sum.s.name, sum.unexpected))
 		}
@@ -264,7 +278,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	}
 	tw.Flush()
 	if memoryToken > 0 && redisToken > 0 {
-		fmt.Fprintf(w, "  redis replay store costs %.0f%% against memory (token scenario ratios)%s\n", 100*(1-redisToken/memoryToken), cpuRatio(cpus, "token-redis", "token"))
+		fmt.Fprintf(w, "  redis replay store costs %.0f%% against memory (token scenario ratios)%s%s\n", 100*(1-redisToken/memoryToken), cpuRatio(cpus, "token-redis", "token"), withHelper(cpus, helperCPUs, "token-redis", "token", "redis-server"))
 	}
 	if deny > 0 && durable > 0 {
 		fmt.Fprintf(w, "  the durable bare server reaches %.2f of the bare server: the most the audit contract leaves here; deny reaches %.2f of it\n", durable, deny/durable)
@@ -323,6 +337,16 @@ func signTokens(gh *devissuer.Issuer, n int, edit map[string]any) ([]string, err
 	}
 	wg.Wait()
 	return out, errors.Join(errs...)
+}
+
+// withHelper says what scenario a's CPU a request is to b's when the CPU
+// of a's helper process (its redis-server, on the same cores) is counted
+// too, when all three are known.
+func withHelper(cpus, helpers map[string]time.Duration, a, b, helper string) string {
+	if cpus[a] <= 0 || cpus[b] <= 0 || helpers[a] <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %s adds %s a request, %.2fx with it", helper, us(helpers[a]), float64(cpus[a]+helpers[a])/float64(cpus[b]))
 }
 
 // cpuRatio says what scenario a's CPU a request is to b's, when both
