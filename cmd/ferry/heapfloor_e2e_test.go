@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"math"
 	"net/http"
 	"os"
@@ -57,6 +58,13 @@ func TestServeFollowsTheCgroupMemoryLimitUnlessGOMEMLIMITIsSet(t *testing.T) {
 	if got := runtimeGauge(t, srv.URL, "go_gc_gomemlimit_bytes"); got != 200<<20 {
 		t.Errorf("with GOMEMLIMIT=200MiB: go_gc_gomemlimit_bytes = %.0f, want %d", got, 200<<20)
 	}
+	// The memory replay store is bounded by the same limit: a quarter of it
+	// for records, a sixteenth for token ids.
+	bounded := fmt.Sprintf(`"msg":"memory replay store bounded by the memory limit","memory_limit_bytes":%d,"max_token_ids":%d,"max_record_bytes":%d`,
+		200<<20, (200<<20)/16/120, (200<<20)/4)
+	if log := srv.Stderr(); !strings.Contains(log, bounded) {
+		t.Errorf("with GOMEMLIMIT=200MiB the log lacks\n%s\n%s", bounded, log)
+	}
 
 	if os.Getenv("GOMEMLIMIT") != "" {
 		t.Skip("GOMEMLIMIT is set for the tests themselves")
@@ -71,6 +79,9 @@ func TestServeFollowsTheCgroupMemoryLimitUnlessGOMEMLIMITIsSet(t *testing.T) {
 	srv = startServe(t, cfg(), nil)
 	if got := runtimeGauge(t, srv.URL, "go_gc_gomemlimit_bytes"); got != want {
 		t.Errorf("without GOMEMLIMIT: go_gc_gomemlimit_bytes = %.0f, want %.0f", got, want)
+	}
+	if unbounded := want == math.MaxInt64; unbounded && strings.Contains(srv.Stderr(), "memory replay store bounded") {
+		t.Errorf("with no memory limit the replay store was bounded:\n%s", srv.Stderr())
 	}
 }
 

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
+	"runtime/debug"
 
 	"github.com/ferry-broker/ferry/internal/broker"
 	"github.com/ferry-broker/ferry/internal/config"
@@ -47,7 +49,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	cgroups, self := memlimit.System()
 	memlimit.Apply(logger, os.Getenv, cgroups, self) // unless GOMEMLIMIT is set
-	b, err := broker.New(ctx, cfg, broker.Options{Logger: logger})
+	b, err := broker.New(ctx, cfg, broker.Options{Logger: logger, MemoryLimit: memoryLimit()})
 	if err != nil {
 		fmt.Fprintf(stderr, "ferry serve: %v\n", err)
 		return exitFail
@@ -69,4 +71,13 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level)) // validated with the config
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// memoryLimit is the runtime's memory limit, GOMEMLIMIT as set by the
+// operator or from the cgroup above, or 0 when there is none.
+func memoryLimit() int64 {
+	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+		return l
+	}
+	return 0
 }

@@ -37,6 +37,10 @@ type Options struct {
 	// signs with a key of its own. A nil entry leaves that kind without a
 	// minter.
 	Minters map[string]grant.Minter
+	// MemoryLimit is the process's memory limit in bytes (GOMEMLIMIT, as
+	// the runtime holds it), or 0 for none. It bounds the memory replay
+	// store (replay.ForMemoryLimit).
+	MemoryLimit int64
 }
 
 // Broker is an assembled, runnable Ferry.
@@ -81,7 +85,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Broker, err err
 	if b.policies, err = policystore.Open(cfg.Policies, loadOpts, logger); err != nil {
 		return nil, err
 	}
-	if b.replay, err = openReplay(ctx, cfg.Replay); err != nil {
+	if b.replay, err = openReplay(ctx, cfg.Replay, o.MemoryLimit, logger); err != nil {
 		return nil, err
 	}
 	if b.audit, err = audit.Open(cfg.Audit.Path, audit.WithLogger(logger)); err != nil {
@@ -180,7 +184,7 @@ func limits(c config.RateLimit, store replay.Store) exchange.Limits {
 	return l
 }
 
-func openReplay(ctx context.Context, c config.Replay) (replay.Store, error) {
+func openReplay(ctx context.Context, c config.Replay, memoryLimit int64, logger *slog.Logger) (replay.Store, error) {
 	if c.Store == "redis" {
 		s, err := replay.NewRedis(ctx, c.RedisURL)
 		if err != nil {
@@ -188,7 +192,14 @@ func openReplay(ctx context.Context, c config.Replay) (replay.Store, error) {
 		}
 		return s, nil
 	}
-	return replay.NewMemory(), nil
+	opts := replay.ForMemoryLimit(memoryLimit)
+	m := replay.NewMemory(opts...)
+	if len(opts) > 0 {
+		entries, records := m.Bounds()
+		logger.Info("memory replay store bounded by the memory limit", "memory_limit_bytes", memoryLimit,
+			"max_token_ids", entries, "max_record_bytes", records)
+	}
+	return m, nil
 }
 
 // warnUnservable names, at start, the policies this broker cannot mint for,

@@ -244,3 +244,44 @@ func TestMemoryFarFutureExpiryStaysClaimed(t *testing.T) {
 		t.Errorf("Get of a record kept until %s = %v, %v; want it there", far, ok, err)
 	}
 }
+
+func TestForMemoryLimitBoundsTheStoreBelowTheLimit(t *testing.T) {
+	const mib = 1 << 20
+	for _, tt := range []struct {
+		name             string
+		limit            int64
+		entries, records int
+	}{
+		{"no limit", 0, DefaultMaxEntries, DefaultMaxRecordBytes},
+		{"no limit (negative)", -1, DefaultMaxEntries, DefaultMaxRecordBytes},
+		{"the chart's 256Mi, GOMEMLIMIT 90 %", 230 * mib, 230 * mib / 16 / entryBytes, 230 * mib / 4},
+		{"1 GiB: records at the default", 1024 * mib, 1024 * mib / 16 / entryBytes, DefaultMaxRecordBytes},
+		{"4 GiB: both defaults, never raised", 4096 * mib, DefaultMaxEntries, DefaultMaxRecordBytes},
+	} {
+		entries, records := NewMemory(ForMemoryLimit(tt.limit)...).Bounds()
+		if entries != tt.entries || records != tt.records {
+			t.Errorf("%s: bounds %d entries, %d record bytes; want %d, %d", tt.name, entries, records, tt.entries, tt.records)
+		}
+	}
+}
+
+func TestAStoreBoundByTheMemoryLimitRefusesPastIt(t *testing.T) {
+	ctx := context.Background()
+	// Room for 3 entries and 1,200 bytes of records.
+	m := NewMemory(ForMemoryLimit(16 * entryBytes * 3)...)
+	exp := time.Now().Add(time.Minute)
+	for i := range 3 {
+		if ok, err := m.Claim(ctx, fmt.Sprint("jti-", i), exp); !ok || err != nil {
+			t.Fatalf("claim %d: %v, %v", i, ok, err)
+		}
+	}
+	if _, err := m.Claim(ctx, "jti-3", exp); !errors.Is(err, ErrFull) {
+		t.Errorf("a fourth claim: %v, want ErrFull", err)
+	}
+	if ok, err := m.Put(ctx, "grant-a", make([]byte, 1000), exp); !ok || err != nil {
+		t.Fatalf("a first record: %v, %v", ok, err)
+	}
+	if _, err := m.Put(ctx, "grant-b", make([]byte, 1000), exp); !errors.Is(err, ErrFull) {
+		t.Errorf("a second record past 1,200 bytes: %v, want ErrFull", err)
+	}
+}
