@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/ferry-broker/ferry/internal/testsupport/ferryproc"
 )
 
 // There is no Docker engine here, so the image is checked from its
@@ -184,8 +186,9 @@ func splitCommand(line string, vars map[string]string) (buildCommand, error) {
 	return c, nil
 }
 
-// shippedTags are the build tags every shipped binary is built with.
-const shippedTags = "grpcnotrace"
+// shippedTags are the build tags every shipped binary is built with; the
+// tests' own binary uses the same.
+const shippedTags = ferryproc.BuildTags
 
 // checkBuildFlags: the command is `go build`, with cgo off, -trimpath and
 // the shipped build tags.

@@ -20,12 +20,17 @@ import (
 	"github.com/ferry-broker/ferry/internal/mint/tokensign"
 )
 
+// BuildTags are the build tags every shipped binary is built with: `make
+// build` and the Dockerfile spell them out, and deploy/image_test.go checks
+// that both match this.
+const BuildTags = "grpcnotrace"
+
 // Build compiles cmd/ferry into dir as "ferry" (so dir can go on a PATH)
-// and returns the binary's path. It uses the build tags `make build` and
-// the image use, so the tests run the code that ships.
+// and returns the binary's path. It uses the shipped build tags, so the
+// tests run the code that ships.
 func Build(dir string) (string, error) {
 	bin := filepath.Join(dir, "ferry")
-	cmd := exec.Command("go", "build", "-tags", "grpcnotrace", "-o", bin, "./cmd/ferry")
+	cmd := exec.Command("go", "build", "-tags", BuildTags, "-o", bin, "./cmd/ferry")
 	cmd.Dir = repoRoot()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", &BuildError{Err: err, Output: string(out)}
